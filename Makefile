@@ -1,0 +1,39 @@
+# Every target installs what it needs first. Python 3.11 is the only prerequisite.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= var
+APP_PORT ?= 8000
+SANDBOX_PORT ?= 9000
+
+.PHONY: install run demo test bench lint clean
+
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or make PY=python3)"; exit 2; }
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the CPU build 2.13.0, never a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python -m app.run --data-dir $(DATA)/run --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT)
+
+demo: install
+	APP_DATA_DIR=$(DATA)/demo $(BIN)/python -m app demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench_index.py
+
+lint: install
+	$(BIN)/ruff check app sandbox
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache

@@ -1,0 +1,148 @@
+"""Command line: ``python -m app serve | sandbox | demo | draft | eval | audit | outbox``.
+
+Errors map to exit codes: 0 ok, 1 failure, 2 usage/configuration, 3 upstream, 4 not built.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from app.errors import AppError, ConfigError, NotBuiltError, UpstreamError
+from app.logging import configure
+
+
+def _exit_code(exc: AppError) -> int:
+    if isinstance(exc, ConfigError):
+        return 2
+    if isinstance(exc, NotBuiltError):
+        return 4
+    if isinstance(exc, UpstreamError):
+        return 3
+    return 1
+
+
+def _fail(exc: AppError) -> None:
+    click.echo(f"error [{exc.code}]: {exc}", err=True)
+    sys.exit(_exit_code(exc))
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True)
+def main(log_level: str) -> None:
+    """SMART draft agent."""
+    configure(log_level)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the app (development server; use gunicorn in production)."""
+    from app import create_app
+
+    try:
+        flask_app = create_app()
+    except AppError as exc:
+        _fail(exc)
+    flask_app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def sandbox(ctx: click.Context) -> None:
+    """Run the embedded EHR sandbox (sekmet-fhir + SMART authorization server)."""
+    from sandbox.cli import main as sandbox_main
+
+    sys.exit(sandbox_main(list(ctx.args)) or 0)
+
+
+@main.command()
+@click.option("--user", default="prac-onc-1", show_default=True)
+@click.option("--patient", default="pat-onc-01", show_default=True)
+@click.option("--task", default="summary", show_default=True)
+def demo(user: str, patient: str, task: str) -> None:
+    """Headless end to end on the embedded sandbox; exits non-zero on any failure."""
+    from app.demo import run_demo
+
+    try:
+        code = run_demo(user=user, patient=patient, task=task, out=click.echo)
+    except AppError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--fhir-base", required=True, help="FHIR base URL (open server, no SMART).")
+@click.option("--patient", required=True)
+@click.option("--task", type=click.Choice(["summary", "irae", "question"]), default="summary")
+@click.option("--question", default=None)
+@click.option("--backend", default=None)
+@click.option("--role", default="clinician", show_default=True)
+@click.option("--write/--no-write", default=False, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON contract.")
+def draft(fhir_base: str, patient: str, task: str, question: str | None, backend: str | None,
+          role: str, write: bool, as_json: bool) -> None:
+    """Run one task headless for one patient and print the draft (docs/cli.md)."""
+    from app.draft_cli import run_draft
+
+    try:
+        result = run_draft(fhir_base=fhir_base, patient=patient, task=task, question=question,
+                           backend=backend, role=role, write=write)
+    except AppError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        click.echo(result["draft"]["text"])
+    sys.exit(0 if result["status"] == "completed" else 1)
+
+
+@main.command(name="eval")
+def eval_cmd() -> None:
+    """Evaluate the backends on the gold sets (not built yet)."""
+    _fail(NotBuiltError("Evaluation is not built yet (see the evaluation issue).", code="eval_not_built"))
+
+
+@main.group()
+def audit() -> None:
+    """The local, hash-chained audit trail."""
+
+
+def _services():  # type: ignore[no-untyped-def]
+    from app.config import load_settings
+    from app.services import Services
+
+    return Services(load_settings())
+
+
+@audit.command()
+def verify() -> None:
+    """Check the hash chain; exit 1 when an entry was edited, deleted or reordered."""
+    try:
+        result = _services().audit.verify()
+    except AppError as exc:
+        _fail(exc)
+    click.echo(json.dumps({"ok": result.ok, "checked": result.checked,
+                           "first_bad_seq": result.first_bad_seq, "reason": result.reason}))
+    sys.exit(0 if result.ok else 1)
+
+
+@audit.command()
+@click.option("--out", type=click.Path(dir_okay=False), default="-")
+def export(out: str) -> None:
+    """Write the trail as a FHIR Bundle of AuditEvents."""
+    bundle = json.dumps(_services().audit.export_bundle(), indent=2)
+    if out == "-":
+        click.echo(bundle)
+    else:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(bundle)
+
+
+@main.command()
+def outbox() -> None:
+    """List the outbox (run ids, states, attempts; never payloads)."""
+    click.echo(json.dumps(_services().outbox.all(), indent=2))

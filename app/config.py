@@ -1,0 +1,115 @@
+"""Settings of the app: one frozen object from the environment (prefix ``APP_``).
+
+Every setting is documented in docs/configuration.md (a test fails when one is
+not). Invalid combinations fail at start-up with a message that says what to set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+
+DEFAULT_SCOPES = (
+    "launch openid fhirUser online_access patient/Patient.r patient/Condition.rs "
+    "patient/DocumentReference.rs patient/Binary.r user/DocumentReference.c "
+    "user/DocumentReference.u user/Provenance.c user/Device.c user/Device.rs user/AuditEvent.c"
+)
+_TEST_SECRET = "insecure-test-secret-key-do-not-use"  # noqa: S105 (marked as test-only)
+
+
+class Settings(BaseSettings):
+    """All configuration. Frozen: build a new one rather than mutate."""
+
+    model_config = SettingsConfigDict(env_prefix="APP_", frozen=True, extra="ignore")
+
+    fhir_base_url: str | None = Field(
+        default=None, description="FHIR base for the CLI and open-server mode (no SMART)."
+    )
+    allowed_iss: str = Field(default="", description="Comma list of FHIR bases allowed to launch.")
+    client_id: str = "smart-draft-agent"
+    client_secret: SecretStr | None = None
+    private_key_path: Path | None = None
+    redirect_uri: str = "http://127.0.0.1:8000/callback"
+    scopes: str = DEFAULT_SCOPES
+    llm_backend: Literal["offline", "anthropic", "openai"] = "offline"
+    anthropic_model: str = "claude-sonnet-4-5"
+    embedding_model: str | None = Field(
+        default=None, description="Path or name of a sentence-transformers model; default bundled."
+    )
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    secret_key: SecretStr = SecretStr("")
+    server_profile: Literal["auto", "generic", "hapi", "epic", "oracle", "sekmet"] = "auto"
+    role_policy: Path | None = None
+    testing: bool = False
+    session_lifetime_s: int = 3600
+    fhir_timeout_s: float = 20.0
+    max_attachment_bytes: int = 2_000_000
+    max_documents: int = 2000
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.secret_key.get_secret_value() and not self.testing:
+            raise ConfigError(
+                "APP_SECRET_KEY is not set: set it to a long random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)."
+            )
+        if self.secret_key.get_secret_value() == _TEST_SECRET and not self.testing:
+            raise ConfigError("APP_SECRET_KEY is the test key: set a real secret outside tests.")
+        if self.llm_backend != "offline":
+            # The network backends are not part of the foundation; fail loudly, never pretend.
+            from app.agent.backends import available_backends
+
+            if self.llm_backend not in available_backends():
+                raise ConfigError(
+                    f"APP_LLM_BACKEND={self.llm_backend} is not built yet; use 'offline'."
+                )
+        return self
+
+    @property
+    def allowed_iss_list(self) -> tuple[str, ...]:
+        return tuple(i.strip().rstrip("/") for i in self.allowed_iss.split(",") if i.strip())
+
+    @property
+    def allowed_iss_origins(self) -> tuple[str, ...]:
+        """Origins (scheme://host:port) of the allowed EHRs, for frame-ancestors."""
+        from urllib.parse import urlparse
+
+        out = []
+        for iss in self.allowed_iss_list:
+            u = urlparse(iss)
+            if u.scheme and u.netloc:
+                out.append(f"{u.scheme}://{u.netloc}")
+        return tuple(dict.fromkeys(out))
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'app.db'}"
+
+    def secret(self) -> bytes:
+        value = self.secret_key.get_secret_value() or _TEST_SECRET
+        return value.encode()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment plus explicit overrides; ConfigError if invalid."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ConfigError:
+        raise
+    except Exception as exc:  # pydantic ValidationError: name the fields, not the values
+        names = []
+        for err in getattr(exc, "errors", lambda: [])():
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            names.append(f"APP_{loc.upper()}" if loc else err.get("msg", "?"))
+        raise ConfigError(f"Invalid configuration: {', '.join(names) or exc}") from None

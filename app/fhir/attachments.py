@@ -1,0 +1,154 @@
+"""DocumentReference attachments to plain text.
+
+https://hl7.org/fhir/R4/datatypes.html#Attachment and US Core DocumentReference:
+several ``content`` entries are the same document in other formats, so the
+first one that yields text wins (text/plain preferred, then HTML, then PDF).
+
+- inline ``data`` (base64) or ``url``: relative to the FHIR base, or absolute
+  inside it; any other url is refused and counted, never fetched with the token;
+- text/plain honours ``charset`` (invalid bytes replaced, never fatal);
+- text/html becomes text (tags and scripts dropped, entities decoded);
+- application/pdf through pypdf with page and size caps;
+- other types are skipped and reported; every attachment has a size cap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import io
+import re
+from dataclasses import dataclass
+
+import nh3
+
+from app.fhir.client import FhirClient
+
+MAX_BYTES_DEFAULT = 2_000_000
+MAX_PDF_PAGES = 50
+_PREFERENCE = ("text/plain", "text/html", "application/xhtml+xml", "application/pdf")
+
+
+@dataclass(frozen=True)
+class ExtractedText:
+    text: str | None
+    content_type: str | None
+    skipped: str | None = None  # reason code when no text
+
+
+def _media_type(content_type: str | None) -> tuple[str, str | None]:
+    if not content_type:
+        return "", None
+    parts = [p.strip() for p in content_type.split(";")]
+    charset = None
+    for p in parts[1:]:
+        if p.lower().startswith("charset="):
+            charset = p.split("=", 1)[1].strip().strip('"') or None
+    return parts[0].lower(), charset
+
+
+def html_to_text(markup: str) -> str:
+    """Safe text from HTML: script/style content removed, all tags stripped, entities decoded."""
+    cleaned = nh3.clean(markup, tags=set(), clean_content_tags={"script", "style"})
+    text = html.unescape(cleaned)
+    text = re.sub(r"[ \t]+", " ", text)
+    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+
+
+def pdf_to_text(data: bytes, *, max_pages: int = MAX_PDF_PAGES) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages[:max_pages]]
+    except (PyPdfError, ValueError, KeyError, TypeError):
+        return ""
+    return "\n\n".join(p.strip() for p in pages if p.strip())
+
+
+def decode_bytes(data: bytes, media: str, charset: str | None) -> str | None:
+    if media == "text/plain":
+        try:
+            return data.decode(charset or "utf-8", errors="replace")
+        except LookupError:  # unknown charset name
+            return data.decode("utf-8", errors="replace")
+    if media in ("text/html", "application/xhtml+xml"):
+        return html_to_text(data.decode(charset or "utf-8", errors="replace"))
+    if media == "application/pdf":
+        return pdf_to_text(data)
+    return None
+
+
+def _fetch(client: FhirClient, url: str, media: str, max_bytes: int) -> tuple[bytes | None, str | None]:
+    target = client.url_for(url)
+    if not client.inside_base(target):
+        return None, "foreign_url"
+    resp = client.request("GET", target, accept="application/fhir+json")
+    if resp.status_code >= 400:
+        return None, f"fetch_http_{resp.status_code}"
+    if len(resp.content) > max_bytes * 2:  # base64 inside JSON inflates by ~4/3
+        return None, "too_large"
+    ctype = resp.headers.get("Content-Type", "")
+    if "json" in ctype:
+        try:
+            body = resp.json()
+        except ValueError:
+            return None, "malformed_binary"
+        if not isinstance(body, dict) or body.get("resourceType") != "Binary":
+            return None, "malformed_binary"
+        try:
+            return base64.b64decode(body.get("data") or "", validate=False), None
+        except (binascii.Error, ValueError):
+            return None, "bad_base64"
+    return resp.content, None
+
+
+def extract_text(client: FhirClient, document: dict, *, max_bytes: int = MAX_BYTES_DEFAULT) -> ExtractedText:
+    """Text of a DocumentReference, or the reason there is none."""
+    contents = [c.get("attachment") for c in document.get("content") or [] if isinstance(c, dict)]
+    attachments = [a for a in contents if isinstance(a, dict)]
+    if not attachments:
+        return ExtractedText(None, None, "no_attachment")
+    ranked = sorted(
+        attachments,
+        key=lambda a: _PREFERENCE.index(m) if (m := _media_type(a.get("contentType"))[0]) in _PREFERENCE else 99,
+    )
+    last_reason = "unsupported_type"
+    for att in ranked:
+        media, charset = _media_type(att.get("contentType"))
+        if media not in _PREFERENCE:
+            last_reason = "unsupported_type"
+            continue
+        size = att.get("size")
+        if isinstance(size, int) and size > max_bytes:
+            last_reason = "too_large"
+            continue
+        raw: bytes | None = None
+        if att.get("data"):
+            data = att["data"]
+            if not isinstance(data, str) or len(data) > max_bytes * 4 // 3 + 4:
+                last_reason = "too_large"
+                continue
+            try:
+                raw = base64.b64decode(data, validate=False)
+            except (binascii.Error, ValueError):
+                last_reason = "bad_base64"
+                continue
+        elif isinstance(att.get("url"), str):
+            raw, reason = _fetch(client, att["url"], media, max_bytes)
+            if raw is None:
+                last_reason = reason or "fetch_failed"
+                continue
+        else:
+            last_reason = "no_data"
+            continue
+        if len(raw) > max_bytes:
+            last_reason = "too_large"
+            continue
+        text = decode_bytes(raw, media, charset)
+        if text and text.strip():
+            return ExtractedText(text, media)
+        last_reason = "empty_text"
+    return ExtractedText(None, None, last_reason)

@@ -1,0 +1,261 @@
+"""FHIR R4 REST client over one requests Session.
+
+https://hl7.org/fhir/R4/http.html
+
+- Retries only 408, 429, 500, 502, 503, 504 and connection errors, with
+  exponential backoff and jitter, honouring ``Retry-After``, in a bounded total time.
+- On 401 the token provider is asked once to refresh, then the call is retried.
+- Searches follow the server's ``next`` links verbatim (a loop is detected).
+- The bearer token is only ever sent to URLs inside the FHIR base.
+- Errors never carry a response body: ``FhirError`` keeps status + issue codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+
+from app.errors import FatalUpstreamError, FhirError, TemporaryUpstreamError
+from app.logging import event
+
+log = logging.getLogger(__name__)
+RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+FHIR_JSON = "application/fhir+json"
+
+
+class TokenProvider:
+    """Gives the current bearer token; ``refresh()`` renews it (once per 401)."""
+
+    def token(self) -> str | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def refresh(self) -> bool:  # pragma: no cover - interface
+        return False
+
+    @property
+    def jti(self) -> str | None:
+        return None
+
+
+class StaticToken(TokenProvider):
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    def token(self) -> str | None:
+        return self._token
+
+
+def _issue_codes(resp: requests.Response) -> tuple[str, ...]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return ()
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return ()
+    codes = []
+    for issue in body.get("issue") or []:
+        if isinstance(issue, dict) and isinstance(issue.get("code"), str):
+            codes.append(issue["code"][:40])
+    return tuple(codes[:10])
+
+
+class FhirClient:
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenProvider | None = None,
+        *,
+        session: requests.Session | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 20.0,
+        total_timeout: float = 60.0,
+        max_attempts: int = 4,
+        backoff_s: float = 0.5,
+        on_request: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.tokens = tokens or StaticToken(None)
+        self.session = session or requests.Session()
+        self.timeout = (connect_timeout, read_timeout)
+        self.total_timeout = total_timeout
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.on_request = on_request
+        self._origin = urlparse(self.base_url)
+
+    # ---- URL rules -------------------------------------------------------
+    def inside_base(self, url: str) -> bool:
+        """True when ``url`` is under the FHIR base (same scheme, host, port and path prefix)."""
+        u = urlparse(url)
+        b = self._origin
+        return (u.scheme, u.netloc) == (b.scheme, b.netloc) and (
+            u.path == b.path or u.path.startswith(b.path.rstrip("/") + "/")
+        )
+
+    def url_for(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    # ---- core request ----------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        accept: str = FHIR_JSON,
+    ) -> requests.Response:
+        url = self.url_for(path_or_url)
+        send_token = self.inside_base(url)
+        deadline = time.monotonic() + self.total_timeout
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            hdrs = {"Accept": accept}
+            if json_body is not None:
+                hdrs["Content-Type"] = FHIR_JSON
+            hdrs.update(headers or {})
+            token = self.tokens.token() if send_token else None
+            if token:
+                hdrs["Authorization"] = f"Bearer {token}"
+            started = time.monotonic()
+            try:
+                resp = self.session.request(
+                    method, url, params=params, json=json_body, headers=hdrs, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+                if attempt < self.max_attempts and time.monotonic() < deadline:
+                    self._sleep(attempt, None, deadline)
+                    continue
+                raise TemporaryUpstreamError(
+                    f"The FHIR server did not answer ({kind}).", code=f"fhir_{kind}"
+                ) from None
+            elapsed = (time.monotonic() - started) * 1000
+            if self.on_request:
+                self.on_request(method, _path_only(url), resp.status_code, elapsed)
+            if resp.status_code == 401 and send_token and not refreshed and self.tokens.refresh():
+                refreshed = True
+                continue
+            if resp.status_code in RETRYABLE and attempt < self.max_attempts:
+                if time.monotonic() < deadline and self._sleep(attempt, resp, deadline):
+                    continue
+            return resp
+
+    def _sleep(self, attempt: int, resp: requests.Response | None, deadline: float) -> bool:
+        delay = self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311 - jitter
+        if resp is not None:
+            ra = resp.headers.get("Retry-After")
+            if ra and ra.strip().isdigit():
+                delay = max(delay, float(ra.strip()))
+        if time.monotonic() + delay > deadline:
+            return False
+        event(log, "fhir.retry", attempt=attempt, retry_in_s=round(delay, 2),
+              http_status=resp.status_code if resp is not None else None)
+        time.sleep(delay)
+        return True
+
+    def _check(self, resp: requests.Response, what: str, resource_type: str | None = None) -> None:
+        if resp.status_code < 400:
+            return
+        codes = _issue_codes(resp)
+        if resp.status_code in RETRYABLE:
+            raise TemporaryUpstreamError(
+                f"The FHIR server is temporarily unable to {what} (HTTP {resp.status_code}).",
+                code="fhir_temporary",
+            )
+        raise FhirError(
+            f"The FHIR server refused to {what}", status=resp.status_code, issue_codes=codes,
+            resource_type=resource_type,
+        )
+
+    @staticmethod
+    def _json(resp: requests.Response, what: str) -> dict:
+        try:
+            body = resp.json()
+        except ValueError:
+            raise FatalUpstreamError(f"The FHIR server's answer to {what} is not JSON.", code="fhir_malformed") from None
+        if not isinstance(body, dict) or "resourceType" not in body:
+            raise FatalUpstreamError(f"The FHIR server's answer to {what} is not a resource.", code="fhir_malformed")
+        return body
+
+    # ---- interactions ------------------------------------------------------
+    def read(self, resource_type: str, rid: str, *, no_cache: bool = False) -> dict:
+        headers = {"Cache-Control": "no-cache"} if no_cache else None
+        resp = self.request("GET", f"{resource_type}/{rid}", headers=headers)
+        self._check(resp, f"read {resource_type}", resource_type)
+        return self._json(resp, f"read {resource_type}")
+
+    def vread(self, resource_type: str, rid: str, version: str) -> dict:
+        resp = self.request("GET", f"{resource_type}/{rid}/_history/{version}")
+        self._check(resp, f"read a version of {resource_type}", resource_type)
+        return self._json(resp, "vread")
+
+    def search(self, resource_type: str, params: dict[str, Any] | None = None, *,
+               max_pages: int = 50, no_cache: bool = False) -> Iterator[dict]:
+        """Yield every entry resource, following ``next`` links verbatim."""
+        headers = {"Cache-Control": "no-cache"} if no_cache else None
+        resp = self.request("GET", resource_type, params=params, headers=headers)
+        seen: set[str] = set()
+        for _page in range(max_pages):
+            self._check(resp, f"search {resource_type}", resource_type)
+            bundle = self._json(resp, f"search {resource_type}")
+            for entry in bundle.get("entry") or []:
+                res = entry.get("resource") if isinstance(entry, dict) else None
+                if isinstance(res, dict) and (entry.get("search") or {}).get("mode", "match") == "match":
+                    yield res
+            nxt = next((lk.get("url") for lk in bundle.get("link") or []
+                        if isinstance(lk, dict) and lk.get("relation") == "next"), None)
+            if not nxt:
+                return
+            if nxt in seen:
+                raise FatalUpstreamError("The FHIR server's paging loops.", code="fhir_paging_loop")
+            seen.add(nxt)
+            if not self.inside_base(nxt):
+                raise FatalUpstreamError("A paging link points outside the FHIR base.", code="fhir_paging_foreign")
+            resp = self.request("GET", nxt, headers=headers)
+        raise FatalUpstreamError("The search returned too many pages.", code="fhir_paging_limit")
+
+    def create(self, resource: dict, *, if_none_exist: str | None = None) -> dict:
+        rtype = resource["resourceType"]
+        headers = {"Prefer": "return=representation"}
+        if if_none_exist:
+            headers["If-None-Exist"] = if_none_exist
+        resp = self.request("POST", rtype, json_body=resource, headers=headers)
+        self._check(resp, f"create {rtype}", rtype)
+        return self._json(resp, f"create {rtype}")
+
+    def update(self, resource: dict, *, if_match: str | None = None) -> dict:
+        rtype, rid = resource["resourceType"], resource["id"]
+        headers = {"Prefer": "return=representation"}
+        if if_match:
+            headers["If-Match"] = if_match
+        resp = self.request("PUT", f"{rtype}/{rid}", json_body=resource, headers=headers)
+        self._check(resp, f"update {rtype}", rtype)
+        return self._json(resp, f"update {rtype}")
+
+    def transaction(self, bundle: dict) -> dict:
+        resp = self.request("POST", "", json_body=bundle, headers={"Prefer": "return=representation"})
+        self._check(resp, "process the transaction", "Bundle")
+        return self._json(resp, "transaction")
+
+    def capabilities(self) -> dict:
+        resp = self.request("GET", "metadata")
+        self._check(resp, "describe itself", "CapabilityStatement")
+        return self._json(resp, "metadata")
+
+
+def _path_only(url: str) -> str:
+    """Resource type and interaction shape of a URL, without ids or query values (for logs)."""
+    parts = [p for p in urlparse(url).path.split("/") if p]
+    return "/".join(parts[-2:-1] or parts[-1:])

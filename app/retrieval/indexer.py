@@ -1,0 +1,199 @@
+"""Build a patient's permitted index: read, filter, extract, chunk, embed, index.
+
+The PHI boundary: a document the policy denies is never fetched for its
+content, never embedded, never indexed. Only counts by reason leave here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from app.errors import FhirError, PermissionDenied
+from app.fhir.attachments import extract_text
+from app.fhir.client import FhirClient
+from app.logging import event, opaque
+from app.retrieval.chunking import Chunk, chunk_text
+from app.retrieval.embeddings import Embedder
+from app.retrieval.index import ChunkIndex, SearchResult
+from app.retrieval.policy import AccessContext, DocumentMeta, RolePolicy, decide, document_meta
+from app.smart.scopes import Grants
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexProgress:
+    total: int = 0
+    done: int = 0
+    state: str = "pending"  # pending | indexing | ready | failed
+    error_code: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"total": self.total, "done": self.done, "state": self.state, "error_code": self.error_code}
+
+
+@dataclass
+class PatientChart:
+    """Everything the app holds about the launched patient, for this session only."""
+
+    patient_id: str
+    patient: dict | None
+    conditions: list[dict]
+    documents: dict[str, DocumentMeta]  # allowed documents only
+    texts: dict[str, str]  # allowed document id -> extracted text
+    counts: dict[str, int]  # read / allowed / denied:<reason> / skipped:<reason>
+    index: ChunkIndex
+    embedder: Embedder
+    context: AccessContext
+    policy: RolePolicy
+    progress: IndexProgress = field(default_factory=IndexProgress)
+    pending: dict[str, tuple[DocumentMeta, dict]] = field(default_factory=dict)  # allowed, not yet indexed
+    max_attachment_bytes: int = 2_000_000
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def chunks(self) -> int:
+        return len(self.index)
+
+    def search(self, query: str, *, k: int = 5, mode: str = "hybrid") -> list[SearchResult]:
+        """Query-time filter repeats the policy decision (defence in depth)."""
+        allowed = {
+            did for did, meta in self.documents.items()
+            if decide(meta, self.context, self.policy).allowed
+        }
+        vector = self.embedder.encode([query])[0]
+        with self.lock:
+            return self.index.search(vector, query, k=k, mode=mode,
+                                     allow=lambda c: c.document_id in allowed)
+
+    def chunk_by_id(self) -> dict[str, Chunk]:
+        with self.lock:
+            return {c.id: c for c in self.index.chunks()}
+
+
+def _display_name(patient: dict | None) -> str | None:
+    for name in (patient or {}).get("name") or []:
+        if isinstance(name, dict):
+            given = " ".join(g for g in name.get("given") or [] if isinstance(g, str))
+            family = name.get("family") if isinstance(name.get("family"), str) else ""
+            text = name.get("text") if isinstance(name.get("text"), str) else ""
+            full = (given + " " + family).strip() or text
+            if full:
+                return full
+    return None
+
+
+def patient_name(chart: PatientChart) -> str | None:
+    return _display_name(chart.patient)
+
+
+def open_chart(
+    client: FhirClient,
+    patient_id: str,
+    *,
+    grants: Grants,
+    role: str,
+    policy: RolePolicy,
+    embedder: Embedder,
+    task_types: frozenset[str] | None = None,
+    max_attachment_bytes: int = 2_000_000,
+    max_documents: int = 2000,
+) -> PatientChart:
+    """Read the patient, conditions and the document list; decide access. No content fetched yet."""
+    started = time.monotonic()
+    ctx = AccessContext(role=role, can_read_documents=grants.may_read("DocumentReference"),
+                        task_types=task_types)
+    patient = client.read("Patient", patient_id) if grants.may_read("Patient") else None
+    conditions: list[dict] = []
+    if grants.may_read("Condition"):
+        conditions = list(client.search("Condition", {"patient": patient_id, "_count": 100}))
+    counts: Counter[str] = Counter()
+    allowed: dict[str, DocumentMeta] = {}
+    resources: dict[str, dict] = {}
+    if ctx.can_read_documents:
+        try:
+            docs = client.search("DocumentReference", {"patient": patient_id, "_count": 100})
+            for res in docs:
+                counts["read"] += 1
+                if counts["read"] > max_documents:
+                    counts["skipped:too_many"] += 1
+                    continue
+                try:
+                    meta = document_meta(res)
+                except (KeyError, TypeError, ValueError):
+                    counts["skipped:malformed"] += 1
+                    continue
+                if res.get("status") == "entered-in-error":
+                    counts["skipped:entered_in_error"] += 1
+                    continue
+                decision = decide(meta, ctx, policy)
+                if not decision.allowed:
+                    counts[f"denied:{decision.reason}"] += 1
+                    continue
+                allowed[meta.id] = meta
+                resources[meta.id] = res
+        except FhirError as exc:
+            if exc.status != 403:
+                raise
+            raise PermissionDenied("The EHR refused to list this patient's documents.",
+                                   code="documents_forbidden") from None
+    chart = PatientChart(
+        patient_id=patient_id, patient=patient, conditions=conditions, documents={}, texts={},
+        counts={}, index=ChunkIndex(embedder.dim), embedder=embedder, context=ctx, policy=policy,
+    )
+    chart.counts = dict(counts)
+    chart.pending = {did: (meta, resources[did]) for did, meta in allowed.items()}
+    chart.max_attachment_bytes = max_attachment_bytes
+    chart.progress.total = len(allowed)
+    return chart
+
+
+def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
+    """Fetch, extract, chunk, embed and index the allowed documents (most recent first)."""
+    started = time.monotonic()
+    max_attachment_bytes = chart.max_attachment_bytes
+    counts: Counter[str] = Counter(chart.counts)
+    embedder = chart.embedder
+    order = sorted((m for m, _ in chart.pending.values()), key=lambda m: m.date or "", reverse=True)
+    chart.progress.total = len(order)
+    chart.progress.state = "indexing"
+    try:
+        for meta in order:
+            extracted = extract_text(client, chart.pending[meta.id][1], max_bytes=max_attachment_bytes)
+            if extracted.text is None:
+                counts[f"skipped:{extracted.skipped}"] += 1
+                chart.progress.done += 1
+                continue
+            chunks = chunk_text(meta.id, meta.version, extracted.text,
+                                max_tokens=min(200, embedder.max_tokens - 16),
+                                count_tokens=embedder.count_tokens)
+            if chunks:
+                vectors = embedder.encode([c.text for c in chunks])
+                with chart.lock:
+                    chart.index.add(chunks, vectors)
+            chart.documents[meta.id] = meta
+            chart.texts[meta.id] = extracted.text
+            counts["allowed"] += 1
+            chart.progress.done += 1
+    except Exception as exc:
+        chart.progress.state = "failed"
+        chart.progress.error_code = getattr(exc, "code", type(exc).__name__)
+        raise
+    finally:
+        chart.counts = dict(counts)
+    chart.pending = {}
+    chart.progress.state = "ready"
+    event(log, "index.ready", patient=opaque(chart.patient_id), documents=counts.get("read", 0),
+          allowed=counts.get("allowed", 0), chunks=len(chart.index),
+          reasons={k: v for k, v in counts.items() if ":" in k},
+          duration_ms=round((time.monotonic() - started) * 1000))
+    return chart
+
+
+def load_chart(client: FhirClient, patient_id: str, **kwargs: object) -> PatientChart:
+    """open_chart + build_index, synchronously (CLI, demo, tests)."""
+    return build_index(client, open_chart(client, patient_id, **kwargs))  # type: ignore[arg-type]

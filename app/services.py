@@ -1,0 +1,137 @@
+"""Collaborators built once per app (kept in ``app.extensions``), and the drafting service.
+
+``Services`` owns the database, the encrypted stores, the audit trail, the
+embedder (loaded lazily, once) and the role policy. ``DraftingService`` is the
+one path used by the web pages, the JSON API, the CLI and the demo:
+chart → index → agent → outbox → FHIR write → read-back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from app.agent.backends import get_backend
+from app.agent.runtime import AGENT_VERSION, Draft, run_task
+from app.agent.tasks import get_task
+from app.audit.trail import AuditTrail
+from app.config import Settings
+from app.errors import AppError, UpstreamError
+from app.fhir.client import FhirClient
+from app.fhir.vendors import ServerProfile, profile_for
+from app.logging import event, set_hmac_key
+from app.retrieval.embeddings import Embedder
+from app.retrieval.indexer import PatientChart
+from app.retrieval.policy import RolePolicy
+from app.smart.scopes import Grants
+from app.store.db import create_tables, make_engine, make_sessionmaker
+from app.store.models import SessionStore, Vault
+from app.writeback.builders import DraftSpec, SourceDocument
+from app.writeback.outbox import Outbox
+from app.writeback.submit import WriteContext, build_transaction, submit
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        set_hmac_key(settings.secret())
+        self.engine = make_engine(settings.effective_database_url)
+        create_tables(self.engine)
+        self.maker = make_sessionmaker(self.engine)
+        self.vault = Vault(settings.secret())
+        self.sessions = SessionStore(self.maker, self.vault, settings.session_lifetime_s)
+        self.outbox = Outbox(self.maker, self.vault)
+        self.audit = AuditTrail(self.maker)
+        self.policy = (RolePolicy.load(settings.role_policy) if settings.role_policy
+                       else RolePolicy.default())
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.settings.embedding_model)
+            return self._embedder
+
+    def drafting(self) -> DraftingService:
+        return DraftingService(self)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the launching user and the client; only references and ids, no names."""
+
+    user_reference: str | None
+    client_id: str
+    token_jti: str | None
+    grants: Grants
+
+
+class DraftingService:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    def profile(self, client: FhirClient) -> ServerProfile:
+        if self.s.settings.server_profile != "auto":
+            return profile_for(self.s.settings.server_profile, None)
+        try:
+            return profile_for("auto", client.capabilities())
+        except UpstreamError:
+            return profile_for("generic", None)
+
+    def draft(self, chart: PatientChart, task_name: str, *, question: str | None = None,
+              backend_name: str | None = None) -> Draft:
+        task = get_task(task_name)
+        backend = get_backend(backend_name or self.s.settings.llm_backend)
+        return run_task(chart, task, backend, question=question)
+
+    def write(self, client: FhirClient, chart: PatientChart, draft: Draft, actor: Actor,
+              *, encounter_id: str | None = None) -> dict:
+        """Outbox first, then the server. Returns {state, written, reason}."""
+        if draft.status != "completed" or not draft.sentences:
+            return {"state": "not_written", "written": None,
+                    "reason": "Nothing to write: the run produced no draft text."}
+        reason = actor.grants.writeback_reason()
+        if reason:
+            return {"state": "disabled", "written": None, "reason": reason}
+        profile = self.profile(client)
+        sources = tuple(
+            SourceDocument(id=doc_id, version=version,
+                           security=tuple(sorted(chart.documents[doc_id].security))
+                           if doc_id in chart.documents else ())
+            for doc_id, version in draft.cited_documents())
+        spec = DraftSpec(
+            run_id=draft.run_id, task=draft.task, loinc_code=get_task(draft.task).loinc_code,
+            loinc_display=get_task(draft.task).loinc_display, text=draft.text,
+            patient_id=chart.patient_id, encounter_id=encounter_id,
+            author_reference=actor.user_reference or "Device/unknown", sources=sources,
+            created=datetime.now(UTC).replace(microsecond=0), model_id=draft.model,
+            agent_version=AGENT_VERSION, prompt_version=draft.prompt_version)
+        ctx = WriteContext(client_id=actor.client_id, token_jti=actor.token_jti,
+                           user_reference=actor.user_reference,
+                           audit_on_server=profile.audit_event_create and actor.grants.may_create("AuditEvent"))
+        self.s.outbox.put(draft.run_id, client.base_url, build_transaction(spec, ctx, client.base_url))
+        try:
+            written = submit(client, self.s.outbox, profile, draft.run_id)
+        except AppError as exc:
+            self._audit(actor, "C", "create", "8", [], chart.patient_id, client.base_url)
+            event(log, "writeback.queued", run_id=draft.run_id, error_code=exc.code)
+            return {"state": "queued", "written": None,
+                    "reason": f"The EHR did not accept the draft yet ({exc.code}); it is kept in the "
+                              "outbox and will be retried."}
+        refs = [w for w in written.values() if w]
+        self._audit(actor, "C", "create", "0", refs, chart.patient_id, client.base_url)
+        return {"state": "written", "written": written, "reason": None}
+
+    def _audit(self, actor: Actor, action: str, subtype: str, outcome: str, refs: list[str],
+               patient_id: str | None, destination: str) -> None:
+        self.s.audit.record(action=action, subtype=subtype, outcome=outcome,
+                            user_reference=actor.user_reference, client_id=actor.client_id,
+                            token_jti=actor.token_jti, entity_references=refs,
+                            patient_id=patient_id, destination=destination)

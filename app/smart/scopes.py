@@ -1,0 +1,106 @@
+"""Granted SMART scopes parsed into grants the rest of the app can ask.
+
+SMART App Launch 2.2, "Scopes and launch context":
+https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
+
+v1 ``patient/Observation.read`` equals v2 ``patient/Observation.rs``;
+v1 ``.write`` equals v2 ``.cud``; ``*`` is any resource type or any of
+``cruds``. v2 query restrictions (``?category=...``) are kept as a note but
+treated conservatively: a restricted scope grants nothing for unrestricted use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+_SCOPE = re.compile(
+    r"^(?P<ctx>patient|user|system)/(?P<type>[A-Za-z]+|\*)\.(?P<perm>[cruds]+|read|write|\*)"
+    r"(?P<query>\?.*)?$"
+)
+INTERACTIONS = {"create": "c", "read": "r", "update": "u", "delete": "d", "search": "s"}
+
+
+@dataclass(frozen=True)
+class ResourceScope:
+    context: str  # patient | user | system
+    resource_type: str  # a FHIR type or "*"
+    permissions: frozenset[str]  # subset of {"c","r","u","d","s"}
+    restricted: bool  # carries a v2 query restriction
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What the granted scope string allows."""
+
+    raw: tuple[str, ...]
+    resources: tuple[ResourceScope, ...]
+
+    @classmethod
+    def parse(cls, scope: str | None) -> Grants:
+        tokens = tuple(t for t in (scope or "").split() if t)
+        parsed: list[ResourceScope] = []
+        for token in tokens:
+            m = _SCOPE.match(token)
+            if not m:
+                continue
+            perm = m["perm"]
+            letters = _V1.get(perm, perm)
+            parsed.append(
+                ResourceScope(
+                    context=m["ctx"],
+                    resource_type=m["type"],
+                    permissions=frozenset(letters),
+                    restricted=bool(m["query"]),
+                )
+            )
+        return cls(raw=tokens, resources=tuple(parsed))
+
+    def allows(self, resource_type: str, interaction: str, *, contexts: tuple[str, ...] = ()) -> bool:
+        """May the app perform ``interaction`` (create/read/update/delete/search) on the type?"""
+        letter = INTERACTIONS[interaction]
+        for rs in self.resources:
+            if rs.restricted:
+                continue
+            if contexts and rs.context not in contexts:
+                continue
+            if rs.resource_type in (resource_type, "*") and letter in rs.permissions:
+                return True
+        return False
+
+    def may_read(self, resource_type: str) -> bool:
+        return self.allows(resource_type, "read") or self.allows(resource_type, "search")
+
+    def may_create(self, resource_type: str) -> bool:
+        return self.allows(resource_type, "create")
+
+    def has(self, scope: str) -> bool:
+        return scope in self.raw
+
+    @property
+    def writeback_enabled(self) -> bool:
+        return self.may_create("DocumentReference") and self.may_create("Provenance")
+
+    def writeback_reason(self) -> str | None:
+        """Why write-back is off, in words a clinician understands; None when on."""
+        missing = [t for t in ("DocumentReference", "Provenance") if not self.may_create(t)]
+        if not missing:
+            return None
+        return (
+            "Write-back is disabled: the EHR did not grant permission to create "
+            + " and ".join(missing)
+            + ". Drafts stay in this app; ask your EHR administrator for the write scopes."
+        )
+
+    def summary(self) -> dict[str, bool]:
+        return {
+            "read_patient": self.may_read("Patient"),
+            "read_conditions": self.may_read("Condition"),
+            "read_documents": self.may_read("DocumentReference"),
+            "read_binary": self.may_read("Binary"),
+            "write_documents": self.may_create("DocumentReference"),
+            "write_provenance": self.may_create("Provenance"),
+            "write_audit": self.may_create("AuditEvent"),
+            "update_documents": self.allows("DocumentReference", "update"),
+        }

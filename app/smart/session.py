@@ -1,0 +1,60 @@
+"""A launched session's token provider: server-side store, refresh before expiry and once on 401."""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+
+from app.errors import AuthError
+from app.fhir.client import TokenProvider
+from app.smart.discovery import SmartConfiguration
+from app.smart.tokens import TokenSet, refresh
+from app.store.models import SessionStore
+
+REFRESH_MARGIN_S = 30
+
+
+class SessionTokens(TokenProvider):
+    def __init__(self, store: SessionStore, sid: str, config: SmartConfiguration | None,
+                 client_id: str, http: requests.Session) -> None:
+        self._store = store
+        self._sid = sid
+        self._config = config
+        self._client_id = client_id
+        self._http = http
+        self._lock = threading.Lock()
+
+    def current(self) -> TokenSet:
+        loaded = self._store.load(self._sid)
+        if loaded is None:
+            raise AuthError("Your session has ended. Launch the app again from the EHR.", code="session_expired")
+        return loaded[1]
+
+    def token(self) -> str | None:
+        tokens = self.current()
+        if tokens.expires_within(REFRESH_MARGIN_S) and tokens.refresh_token:
+            self.refresh()
+            tokens = self.current()
+        elif tokens.expires_within(0):
+            raise AuthError("Your session has expired. Launch the app again.", code="session_expired")
+        return tokens.access_token
+
+    def refresh(self) -> bool:
+        if self._config is None:
+            return False
+        with self._lock:
+            loaded = self._store.load(self._sid)
+            if loaded is None or not loaded[1].refresh_token:
+                return False
+            fhir_base, tokens = loaded
+            new = refresh(self._http, self._config, tokens, client_id=self._client_id)
+            self._store.save(self._sid, fhir_base, new)
+            return True
+
+    @property
+    def jti(self) -> str | None:
+        try:
+            return self.current().jti
+        except AuthError:
+            return None

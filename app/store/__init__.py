@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy on SQLite by default, Postgres when scaled out."""

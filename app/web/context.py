@@ -1,0 +1,76 @@
+"""The current launch session, its FHIR client and its chart (shared by the blueprints)."""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+from flask import current_app, session
+
+from app.errors import AuthError
+from app.fhir.client import FhirClient
+from app.retrieval.indexer import PatientChart, build_index, open_chart
+from app.services import Actor
+from app.smart.session import SessionTokens
+from app.web.state import LaunchState
+
+
+def services():  # type: ignore[no-untyped-def]
+    return current_app.extensions["smart_draft"]
+
+
+def current() -> LaunchState:
+    state = current_app.extensions["smart_draft_web"].get(session.get("sid"))
+    if state is None or services().sessions.load(state.sid) is None:
+        raise AuthError("Your session has ended or expired. Launch the app again from the EHR.",
+                        code="session_expired")
+    return state
+
+
+def client_for(state: LaunchState) -> FhirClient:
+    s = services()
+    tokens = SessionTokens(s.sessions, state.sid, state.config, s.settings.client_id, requests.Session())
+    return FhirClient(state.fhir_base, tokens, read_timeout=s.settings.fhir_timeout_s)
+
+
+def actor_for(state: LaunchState) -> Actor:
+    s = services()
+    tokens = s.sessions.load(state.sid)[1]  # type: ignore[index]
+    return Actor(user_reference=state.user_reference, client_id=s.settings.client_id,
+                 token_jti=tokens.jti, grants=tokens.grants)
+
+
+def ensure_chart(state: LaunchState) -> PatientChart:
+    """Open the chart once per session and index it in the background."""
+    if state.chart is not None:
+        return state.chart
+    s = services()
+    client = client_for(state)
+    tokens = s.sessions.load(state.sid)[1]  # type: ignore[index]
+    chart = open_chart(client, state.patient_id, grants=tokens.grants, role=state.role,
+                       policy=s.policy, embedder=s.embedder,
+                       max_attachment_bytes=s.settings.max_attachment_bytes,
+                       max_documents=s.settings.max_documents)
+    state.chart = chart
+
+    def _index() -> None:
+        try:
+            build_index(client_for(state), chart)
+        except Exception:  # noqa: BLE001 - state recorded on chart.progress; never crash the app
+            return
+
+    state.index_thread = threading.Thread(target=_index, name="indexer", daemon=True)
+    state.index_thread.start()
+    return chart
+
+
+def wait_ready(state: LaunchState, timeout: float = 300.0) -> PatientChart:
+    chart = ensure_chart(state)
+    if state.index_thread is not None:
+        state.index_thread.join(timeout)
+    if chart.progress.state != "ready":
+        from app.errors import AppError
+
+        raise AppError("The notes could not be indexed; try again in a moment.",
+                       code=chart.progress.error_code or "index_not_ready", http_status=503)
+    return chart

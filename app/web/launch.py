@@ -1,0 +1,106 @@
+"""Launch, callback and logout (SMART App Launch 2.2, EHR and standalone launch).
+
+An ``iss`` not on the allowlist gets an error page and no outbound request.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import requests
+from flask import Blueprint, current_app, redirect, request, session, url_for
+
+from app.errors import AuthError, LaunchError
+from app.fhir.client import FhirClient
+from app.logging import event, opaque
+from app.smart import launch as smart_launch
+from app.smart.discovery import discover
+from app.smart.identity import practitioner_reference, resolve_role
+from app.smart.session import SessionTokens
+from app.smart.tokens import exchange_code
+from app.web.state import LaunchState
+
+log = logging.getLogger(__name__)
+bp = Blueprint("launch", __name__)
+
+
+def services():  # type: ignore[no-untyped-def]
+    return current_app.extensions["smart_draft"]
+
+
+def web_state():  # type: ignore[no-untyped-def]
+    return current_app.extensions["smart_draft_web"]
+
+
+@bp.get("/launch")
+def launch():  # type: ignore[no-untyped-def]
+    s = services()
+    settings = s.settings
+    iss = request.args.get("iss") or settings.fhir_base_url
+    launch_value = request.args.get("launch")
+    # The allowlist check happens before any request to the iss.
+    iss = smart_launch.check_iss(iss, settings.allowed_iss_list)
+    config = discover(iss, requests.Session(), timeout=settings.fhir_timeout_s)
+    pending = smart_launch.start_launch(iss, launch_value)
+    key = secrets.token_urlsafe(24)
+    web_state().put_pending(key, pending)
+    session["launch_key"] = key
+    current_app.extensions.setdefault("smart_configs", {})[iss] = config
+    event(log, "launch.start", url=opaque(iss), ok=True, token_present=False)
+    return redirect(smart_launch.authorize_url(
+        config.authorization_endpoint, pending, client_id=settings.client_id,
+        redirect_uri=settings.redirect_uri, scopes=settings.scopes))
+
+
+@bp.get("/callback")
+def callback():  # type: ignore[no-untyped-def]
+    s = services()
+    settings = s.settings
+    if request.args.get("error"):
+        code = request.args["error"]
+        if code == "access_denied":
+            raise LaunchError("Access was refused at the EHR's consent screen. Launch again and allow access.",
+                              code="consent_refused")
+        raise LaunchError("The EHR refused the sign-in. Launch again, or ask your administrator.",
+                          code="authorize_refused")
+    key = session.pop("launch_key", None)
+    pending = smart_launch.check_state(web_state().take_pending(key), request.args.get("state"))
+    config = current_app.extensions.get("smart_configs", {}).get(pending.iss)
+    if config is None:
+        raise LaunchError("The sign-in could not be completed. Launch again.", code="bad_state")
+    code = request.args.get("code")
+    if not code:
+        raise LaunchError("The EHR sent no authorization code. Launch again.", code="no_code")
+    http = requests.Session()
+    tokens = exchange_code(http, config, code=code, code_verifier=pending.code_verifier,
+                           redirect_uri=settings.redirect_uri, client_id=settings.client_id,
+                           nonce=pending.nonce)
+    if not tokens.patient:
+        raise AuthError("The EHR did not say which patient to open. Launch from a patient's chart.",
+                        code="no_patient")
+    sid = secrets.token_urlsafe(32)
+    s.sessions.save(sid, pending.iss, tokens)
+    session.clear()
+    session["sid"] = sid
+    session.permanent = True
+    user_ref = practitioner_reference(tokens.fhir_user)
+    client = FhirClient(pending.iss, SessionTokens(s.sessions, sid, config, settings.client_id, http))
+    role = resolve_role(client, user_ref)
+    web_state().put(LaunchState(
+        sid=sid, fhir_base=pending.iss, config=config, patient_id=tokens.patient,
+        user_reference=user_ref, role=role, encounter_id=tokens.encounter,
+        need_patient_banner=tokens.need_patient_banner, smart_style_url=tokens.smart_style_url))
+    event(log, "launch.done", patient=opaque(tokens.patient), user=opaque(user_ref), code=role,
+          scopes=len(tokens.grants.raw))
+    return redirect(url_for("chart.chart"))
+
+
+@bp.post("/logout")
+def logout():  # type: ignore[no-untyped-def]
+    sid = session.get("sid")
+    if sid:
+        services().sessions.delete(sid)
+        web_state().drop(sid)
+    session.clear()
+    return redirect(url_for("chart.signed_out"))

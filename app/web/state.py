@@ -1,0 +1,68 @@
+"""Per-process state of launched sessions: pending launches, open charts, drafts.
+
+Charts and drafts hold PHI in memory only for the life of the launch session;
+``drop`` removes them at logout or expiry. One process (gunicorn with threads,
+one worker) serves a session; docs/operations.md says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from app.agent.runtime import Draft
+from app.retrieval.indexer import PatientChart
+from app.smart.discovery import SmartConfiguration
+from app.smart.launch import PendingLaunch
+
+
+@dataclass
+class LaunchState:
+    sid: str
+    fhir_base: str
+    config: SmartConfiguration | None
+    patient_id: str
+    user_reference: str | None
+    role: str
+    encounter_id: str | None = None
+    need_patient_banner: bool = False
+    smart_style_url: str | None = None
+    chart: PatientChart | None = None
+    index_thread: threading.Thread | None = None
+    drafts: dict[str, Draft] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)  # run_id -> write-back result
+    unauthenticated: bool = False
+
+
+class WebState:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pending: dict[str, PendingLaunch] = {}  # browser nonce -> pending launch
+        self.sessions: dict[str, LaunchState] = {}
+
+    def put_pending(self, key: str, pending: PendingLaunch) -> None:
+        with self._lock:
+            now = time.time()
+            self.pending = {k: v for k, v in self.pending.items() if not v.expired(now)}
+            self.pending[key] = pending
+
+    def take_pending(self, key: str | None) -> PendingLaunch | None:
+        if not key:
+            return None
+        with self._lock:
+            return self.pending.pop(key, None)  # single use
+
+    def get(self, sid: str | None) -> LaunchState | None:
+        if not sid:
+            return None
+        with self._lock:
+            return self.sessions.get(sid)
+
+    def put(self, state: LaunchState) -> None:
+        with self._lock:
+            self.sessions[state.sid] = state
+
+    def drop(self, sid: str) -> None:
+        with self._lock:
+            self.sessions.pop(sid, None)

@@ -1,0 +1,7 @@
+"""WSGI entry point for gunicorn: ``gunicorn app.wsgi:application``."""
+
+from app import create_app
+from app.logging import configure
+
+configure()
+application = create_app()
