@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -105,11 +105,9 @@ def load_settings(**overrides: object) -> Settings:
     """Build Settings from the environment plus explicit overrides; ConfigError if invalid."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ConfigError:
-        raise
-    except Exception as exc:  # pydantic ValidationError: name the fields, not the values
+    except ValidationError as exc:  # name the fields, never the values
         names = []
-        for err in getattr(exc, "errors", lambda: [])():
+        for err in exc.errors():
             loc = ".".join(str(p) for p in err.get("loc", ()))
             names.append(f"APP_{loc.upper()}" if loc else err.get("msg", "?"))
         raise ConfigError(f"Invalid configuration: {', '.join(names) or exc}") from None
