@@ -25,6 +25,7 @@ from app.logging import event, set_hmac_key
 from app.retrieval.embeddings import Embedder
 from app.retrieval.indexer import PatientChart
 from app.retrieval.policy import RolePolicy
+from app.smart.backend import ClientKey, client_authentication
 from app.smart.scopes import Grants
 from app.store.db import create_tables, make_engine, make_sessionmaker
 from app.store.models import SessionStore, Vault
@@ -49,6 +50,7 @@ class Services:
         self.audit = AuditTrail(self.maker)
         self.policy = (RolePolicy.load(settings.role_policy) if settings.role_policy
                        else RolePolicy.default())
+        self.client_key = ClientKey.load(settings.private_key_path) if settings.private_key_path else None
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
 
@@ -58,6 +60,12 @@ class Services:
             if self._embedder is None:
                 self._embedder = Embedder(self.settings.embedding_model)
             return self._embedder
+
+    def client_auth(self, token_endpoint: str) -> tuple[dict[str, str] | None, tuple[str, str] | None]:
+        """How this app authenticates at a token endpoint (private_key_jwt, secret or public)."""
+        secret = self.settings.client_secret.get_secret_value() if self.settings.client_secret else None
+        return client_authentication(self.settings.client_id, token_endpoint,
+                                     key=self.client_key, secret=secret)
 
     def drafting(self) -> DraftingService:
         return DraftingService(self)

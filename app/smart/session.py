@@ -17,12 +17,13 @@ REFRESH_MARGIN_S = 30
 
 class SessionTokens(TokenProvider):
     def __init__(self, store: SessionStore, sid: str, config: SmartConfiguration | None,
-                 client_id: str, http: requests.Session) -> None:
+                 client_id: str, http: requests.Session, client_auth=None) -> None:  # type: ignore[no-untyped-def]
         self._store = store
         self._sid = sid
         self._config = config
         self._client_id = client_id
         self._http = http
+        self._client_auth = client_auth  # callable(token_endpoint) -> (form fields, basic auth)
         self._lock = threading.Lock()
 
     def current(self) -> TokenSet:
@@ -48,7 +49,10 @@ class SessionTokens(TokenProvider):
             if loaded is None or not loaded[1].refresh_token:
                 return False
             fhir_base, tokens = loaded
-            new = refresh(self._http, self._config, tokens, client_id=self._client_id)
+            form, basic = (self._client_auth(self._config.token_endpoint) if self._client_auth
+                           else (None, None))
+            new = refresh(self._http, self._config, tokens, client_id=self._client_id,
+                          client_auth=form, basic=basic)
             self._store.save(self._sid, fhir_base, new)
             return True
 

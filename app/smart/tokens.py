@@ -73,9 +73,11 @@ def token_jti(access_token: str) -> str:
     return "sha256:" + hashlib.sha256(access_token.encode()).hexdigest()[:32]
 
 
-def _post(session: requests.Session, url: str, data: dict[str, str], timeout: float) -> dict:
+def _post(session: requests.Session, url: str, data: dict[str, str], timeout: float,
+          basic: tuple[str, str] | None = None) -> dict:
     try:
-        resp = session.post(url, data=data, headers={"Accept": "application/json"}, timeout=timeout)
+        resp = session.post(url, data=data, headers={"Accept": "application/json"}, timeout=timeout,
+                            auth=basic)
     except requests.RequestException:
         raise TemporaryUpstreamError("The EHR's token endpoint is unreachable.", code="token_unreachable") from None
     if resp.status_code >= 500:
@@ -167,6 +169,7 @@ def exchange_code(
     client_id: str,
     nonce: str | None,
     client_auth: dict[str, str] | None = None,
+    basic: tuple[str, str] | None = None,
     timeout: float = 15.0,
 ) -> TokenSet:
     data = {
@@ -175,8 +178,8 @@ def exchange_code(
         "redirect_uri": redirect_uri,
         "code_verifier": code_verifier,
     }
-    data.update(client_auth or {"client_id": client_id})
-    body = _post(session, config.token_endpoint, data, timeout)
+    data.update(client_auth or ({} if basic else {"client_id": client_id}))
+    body = _post(session, config.token_endpoint, data, timeout, basic)
     claims: dict[str, Any] = {}
     if body.get("id_token"):
         claims = validate_id_token(
@@ -192,13 +195,14 @@ def refresh(
     *,
     client_id: str,
     client_auth: dict[str, str] | None = None,
+    basic: tuple[str, str] | None = None,
     timeout: float = 15.0,
 ) -> TokenSet:
     if not tokens.refresh_token:
         raise AuthError("The session expired and cannot be renewed. Launch the app again.", code="session_expired")
     data = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
-    data.update(client_auth or {"client_id": client_id})
-    body = _post(session, config.token_endpoint, data, timeout)
+    data.update(client_auth or ({} if basic else {"client_id": client_id}))
+    body = _post(session, config.token_endpoint, data, timeout, basic)
     new = _token_set(body, {}, previous=tokens)
     # A narrower scope in the refresh response replaces the old one (grants may shrink).
     return replace(new, scope=str(body.get("scope") or tokens.scope))

@@ -38,6 +38,7 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
 def create_tables(engine: Engine) -> None:
     """Import every model module, then create missing tables."""
     import app.audit.trail  # noqa: F401
+    import app.review.workflow  # noqa: F401
     import app.store.models  # noqa: F401
     import app.writeback.outbox  # noqa: F401
 

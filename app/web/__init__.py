@@ -13,11 +13,11 @@ log = logging.getLogger(__name__)
 
 
 def register(app: Flask) -> None:
-    from app.web import chart, drafts, health, launch
+    from app.web import chart, drafts, health, launch, review
     from app.web.state import WebState
 
     app.extensions["smart_draft_web"] = WebState()
-    for bp in (launch.bp, chart.bp, drafts.bp, health.bp):
+    for bp in (launch.bp, chart.bp, drafts.bp, review.bp, health.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(AppError)

@@ -29,7 +29,8 @@ def current() -> LaunchState:
 
 def client_for(state: LaunchState) -> FhirClient:
     s = services()
-    tokens = SessionTokens(s.sessions, state.sid, state.config, s.settings.client_id, requests.Session())
+    tokens = SessionTokens(s.sessions, state.sid, state.config, s.settings.client_id, requests.Session(),
+                           s.client_auth)
     return FhirClient(state.fhir_base, tokens, read_timeout=s.settings.fhir_timeout_s)
 
 

@@ -37,7 +37,10 @@ def show(run_id: str):  # type: ignore[no-untyped-def]
     draft = state.drafts.get(run_id)
     if draft is None:
         abort(404)
+    from app.review.workflow import REJECT_REASONS
+
     return render_template("draft.html", state=state, draft=draft, result=state.results.get(run_id),
+                           reject_reasons=REJECT_REASONS,
                            contract=draft.contract(state.results.get(run_id, {}).get("written")))
 
 

@@ -25,3 +25,10 @@ def metrics():  # type: ignore[no-untyped-def]
         "# TYPE sda_sessions_active gauge", f"sda_sessions_active {len(web.sessions)}",
     ]
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks():  # type: ignore[no-untyped-def]
+    """The public key of a confidential-asymmetric client (empty set for public clients)."""
+    key = current_app.extensions["smart_draft"].client_key
+    return jsonify(key.public_jwks() if key else {"keys": []})

@@ -73,9 +73,10 @@ def callback():  # type: ignore[no-untyped-def]
     if not code:
         raise LaunchError("The EHR sent no authorization code. Launch again.", code="no_code")
     http = requests.Session()
+    form, basic = s.client_auth(config.token_endpoint)
     tokens = exchange_code(http, config, code=code, code_verifier=pending.code_verifier,
                            redirect_uri=settings.redirect_uri, client_id=settings.client_id,
-                           nonce=pending.nonce)
+                           nonce=pending.nonce, client_auth=form, basic=basic)
     if not tokens.patient:
         raise AuthError("The EHR did not say which patient to open. Launch from a patient's chart.",
                         code="no_patient")
@@ -85,7 +86,8 @@ def callback():  # type: ignore[no-untyped-def]
     session["sid"] = sid
     session.permanent = True
     user_ref = practitioner_reference(tokens.fhir_user)
-    client = FhirClient(pending.iss, SessionTokens(s.sessions, sid, config, settings.client_id, http))
+    client = FhirClient(pending.iss, SessionTokens(s.sessions, sid, config, settings.client_id, http,
+                                                     s.client_auth))
     role = resolve_role(client, user_ref)
     web_state().put(LaunchState(
         sid=sid, fhir_base=pending.iss, config=config, patient_id=tokens.patient,

@@ -76,11 +76,15 @@ def _ids_from_response(bundle: dict) -> dict[str, str | None]:
     keys = {"DocumentReference": "document_reference", "Provenance": "provenance",
             "AuditEvent": "audit_event", "Device": "device"}
     for entry in bundle.get("entry") or []:
-        loc = ((entry.get("response") or {}).get("location") or "")
         res = entry.get("resource") or {}
-        rtype = res.get("resourceType") or loc.split("/")[0]
-        rid = res.get("id") or (loc.split("/")[1] if "/" in loc else None)
+        parts = ((entry.get("response") or {}).get("location") or "").split("?")[0].split("/")
+        # Locations may be absolute or relative: find "<Type>/<id>[/_history/<v>]" in them.
+        idx = next((i for i, p in enumerate(parts) if p in keys), None)
+        rtype = res.get("resourceType") or (parts[idx] if idx is not None else None)
+        rid = res.get("id") or (parts[idx + 1] if idx is not None and idx + 1 < len(parts) else None)
         version = (res.get("meta") or {}).get("versionId")
+        if version is None and idx is not None and len(parts) > idx + 3 and parts[idx + 2] == "_history":
+            version = parts[idx + 3]
         if rtype in keys and rid:
             written[keys[rtype]] = f"{rtype}/{rid}" + (f"/_history/{version}" if version else "")
     return written

@@ -1,0 +1,61 @@
+"""Review of a written draft: approve, edit (with a diff), reject with a reason."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+
+from app.errors import AppError
+from app.review.workflow import REJECT_REASONS, ConflictError, ReviewService, draft_text
+from app.web.context import actor_for, client_for, current, services
+
+bp = Blueprint("review", __name__)
+
+
+def _service(state) -> ReviewService:  # type: ignore[no-untyped-def]
+    actor = actor_for(state)
+    s = services()
+    return ReviewService(client_for(state), s.maker, s.audit, actor.grants,
+                         reviewer=state.user_reference or "unknown", client_id=actor.client_id,
+                         token_jti=actor.token_jti)
+
+
+def _written(state, run_id: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    result = state.results.get(run_id) or {}
+    ref = (result.get("written") or {}).get("document_reference")
+    if not ref:
+        raise AppError("This draft is not in the EHR, so it cannot be reviewed there yet.",
+                       code="not_written", http_status=409)
+    parts = ref.split("/")
+    return parts[1], parts[3] if len(parts) > 3 else "1"
+
+
+@bp.post("/drafts/<run_id>/review")
+def review(run_id: str):  # type: ignore[no-untyped-def]
+    state = current()
+    draft = state.drafts.get(run_id)
+    if draft is None:
+        abort(404)
+    doc_id, version = _written(state, run_id)
+    svc = _service(state)
+    action = request.form.get("action")
+    try:
+        if action == "approve":
+            out = svc.approve(doc_id, version, unsupported=draft.unsupported,
+                              acknowledged_unsupported=request.form.get("ack_unsupported") == "yes")
+        elif action == "edit":
+            out = svc.edit(doc_id, version, request.form.get("text", ""))
+        elif action == "reject":
+            out = svc.reject(doc_id, version, request.form.get("reason", ""))
+        else:
+            raise AppError("Unknown review action.", code="bad_action", http_status=400)
+    except ConflictError as exc:
+        return render_template("conflict.html", state=state, draft=draft,
+                               current_text=draft_text(exc.current),
+                               current_status=exc.current.get("docStatus")), 409
+    written = dict(state.results[run_id].get("written") or {})
+    written["document_reference"] = out.document_reference
+    state.results[run_id] = dict(state.results[run_id], written=written,
+                                 review={"action": action, "provenance": out.provenance})
+    return redirect(url_for("drafts.show", run_id=run_id))
+
+
