@@ -47,7 +47,11 @@ def serve(host: str, port: int) -> None:
         flask_app = create_app()
     except AppError as exc:
         _fail(exc)
-    flask_app.run(host=host, port=port, threaded=True, use_reloader=False)
+    from werkzeug.serving import run_simple
+
+    from app.devstack import QuietHandler
+
+    run_simple(host, port, flask_app, threaded=True, request_handler=QuietHandler)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -13,10 +13,18 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from app import create_app
 from app.config import load_settings
+
+
+class QuietHandler(WSGIRequestHandler):
+    """Access log without query strings: /callback?code=... must never reach a log."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path.split("?", 1)[0]
+        self.log("info", '"%s %s" %s %s', self.command, path, code, size)
 
 
 def free_port() -> int:
@@ -77,7 +85,8 @@ def start_stack(data_dir: Path, *, app_port: int = 0, sandbox_port: int = 0,
             data_dir=data_dir / "app", secret_key=dev_secret(data_dir), server_profile="sekmet",
             **(app_overrides or {}))
         flask_app = create_app(settings)
-        server = make_server("127.0.0.1", app_port, flask_app, threaded=True)
+        server = make_server("127.0.0.1", app_port, flask_app, threaded=True,
+                             request_handler=QuietHandler)
         thread = threading.Thread(target=server.serve_forever, name="app-server", daemon=True)
         thread.start()
     except BaseException:

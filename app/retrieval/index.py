@@ -83,9 +83,11 @@ class ChunkIndex:
         versions: dict[str, set[str | None]] = {}
         for c in chunks:
             versions.setdefault(c.document_id, set()).add(c.version)
-        keep = [i for i, c in enumerate(self._chunks)
-                if not (c.id in incoming_ids
-                        or (c.document_id in versions and c.version not in versions[c.document_id]))]
+        def replaced(c: Chunk) -> bool:
+            older = c.document_id in versions and c.version not in versions[c.document_id]
+            return c.id in incoming_ids or older
+
+        keep = [i for i, c in enumerate(self._chunks) if not replaced(c)]
         if len(keep) < len(self._chunks):
             self._chunks = [self._chunks[i] for i in keep]
             self._vectors = self._vectors[keep]

