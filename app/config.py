@@ -16,6 +16,7 @@ from app.errors import ConfigError
 
 DEFAULT_SCOPES = (
     "launch openid fhirUser online_access patient/Patient.r patient/Condition.rs "
+    "user/Practitioner.r user/PractitionerRole.rs "
     "patient/DocumentReference.rs patient/Binary.r user/DocumentReference.c "
     "user/DocumentReference.u user/Provenance.c user/Device.c user/Device.rs user/AuditEvent.c"
 )

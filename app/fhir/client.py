@@ -245,7 +245,8 @@ class FhirClient:
         return self._json(resp, f"update {rtype}")
 
     def transaction(self, bundle: dict) -> dict:
-        resp = self.request("POST", "", json_body=bundle, headers={"Prefer": "return=representation"})
+        resp = self.request("POST", self.base_url, json_body=bundle,
+                            headers={"Prefer": "return=representation"})
         self._check(resp, "process the transaction", "Bundle")
         return self._json(resp, "transaction")
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import requests
 from flask import current_app, session
 
 from app.errors import AuthError
+from app.logging import event
 from app.fhir.client import FhirClient
 from app.retrieval.indexer import PatientChart, build_index, open_chart
 from app.services import Actor
 from app.smart.session import SessionTokens
 from app.web.state import LaunchState
+
+log = logging.getLogger(__name__)
 
 
 def services():  # type: ignore[no-untyped-def]
@@ -54,11 +58,15 @@ def ensure_chart(state: LaunchState) -> PatientChart:
                        max_documents=s.settings.max_documents)
     state.chart = chart
 
+    index_client = client_for(state)  # built here: the thread has no app context
+
     def _index() -> None:
         try:
-            build_index(client_for(state), chart)
-        except Exception:  # noqa: BLE001 - state recorded on chart.progress; never crash the app
-            return
+            build_index(index_client, chart)
+        except Exception as exc:  # noqa: BLE001 - recorded on chart.progress; never crash the app
+            chart.progress.state = "failed"
+            chart.progress.error_code = getattr(exc, "code", type(exc).__name__)
+            event(log, "index.failed", error_code=chart.progress.error_code)
 
     state.index_thread = threading.Thread(target=_index, name="indexer", daemon=True)
     state.index_thread.start()

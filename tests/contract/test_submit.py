@@ -60,11 +60,11 @@ def test_transaction_shape():
 def test_server_failure_keeps_item_pending_then_retry_writes_once(outbox):
     outbox.put("run-1", BASE, build_transaction(spec(), CTX, BASE))
     responses.get(f"{BASE}/DocumentReference", json=EMPTY)
-    responses.post(f"{BASE}/", status=503)
+    responses.post(BASE, status=503)
     with pytest.raises(TemporaryUpstreamError):
         submit(client(), outbox, PROFILES["sekmet"], "run-1")
     assert outbox.get("run-1")["state"] == "pending" and outbox.get("run-1")["attempts"] == 1
-    responses.replace(responses.POST, f"{BASE}/", json=OK)
+    responses.replace(responses.POST, BASE, json=OK)
     written = submit(client(), outbox, PROFILES["sekmet"], "run-1")
     assert written["document_reference"] == "DocumentReference/d9/_history/1"
     assert outbox.get("run-1")["state"] == "sent"
@@ -75,7 +75,7 @@ def test_lost_acknowledgement_is_not_written_twice(outbox):
     """The server committed but the answer never arrived; the retry finds the draft."""
     outbox.put("run-1", BASE, build_transaction(spec(), CTX, BASE))
     responses.get(f"{BASE}/DocumentReference", json=EMPTY)
-    responses.post(f"{BASE}/", body=requests.ConnectionError())
+    responses.post(BASE, body=requests.ConnectionError())
     with pytest.raises(TemporaryUpstreamError):
         submit(client(), outbox, PROFILES["sekmet"], "run-1")
     found = {"resourceType": "Bundle", "type": "searchset", "entry": [

@@ -11,7 +11,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from sandbox import Sandbox
-from sandbox.fhirstore import free_port
+from sandbox.fhirstore import FIXTURE_BUNDLES, free_port
 from sandbox.testing import authorize, backend_token, bearer, ehr_launch, exchange
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ EC_KEY = ECKey.generate_key("P-384", parameters={"kid": "test-es384"})
 def sb(tmp_path_factory):
     app_port = free_port()
     redirect = f"http://127.0.0.1:{app_port}/callback"
-    s = Sandbox(tmp_path_factory.mktemp("sandbox-auth"), token_lifetime=2,
+    s = Sandbox(tmp_path_factory.mktemp("sandbox-auth"), bundles_dir=FIXTURE_BUNDLES, token_lifetime=2,
                 app_launch_url=f"http://127.0.0.1:{app_port}/launch",
                 clients=[{"client_id": APP, "redirect_uris": [redirect]},
                          {"client_id": "smart-draft-agent-readonly", "redirect_uris": [redirect]},

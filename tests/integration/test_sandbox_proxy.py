@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from sandbox import Sandbox
-from sandbox.fhirstore import free_port
+from sandbox.fhirstore import FIXTURE_BUNDLES, free_port
 from sandbox.testing import bearer, ehr_launch
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ PATIENT_SCOPE = "launch patient/Patient.r patient/Condition.rs patient/DocumentR
 @pytest.fixture(scope="module")
 def sb(tmp_path_factory):
     redirect = f"http://127.0.0.1:{free_port()}/callback"
-    s = Sandbox(tmp_path_factory.mktemp("sandbox-proxy"), token_lifetime=60,
+    s = Sandbox(tmp_path_factory.mktemp("sandbox-proxy"), bundles_dir=FIXTURE_BUNDLES, token_lifetime=60,
                 clients=[{"client_id": APP, "redirect_uris": [redirect]}])
     s.redirect = redirect  # type: ignore[attr-defined]
     s.start()

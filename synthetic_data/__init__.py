@@ -1,0 +1,1 @@
+"""Seeded, deterministic synthetic FHIR R4 data (see README.md); regenerate with generate.py."""
