@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 from app.agent.backends import BackendResult, Tools
-from app.agent.citations import ProposedSentence
 from app.agent.backends.offline import candidate_sentences
+from app.agent.citations import ProposedSentence
 from app.retrieval.index import SearchResult
 
 ICI_DRUGS = ("pembrolizumab", "nivolumab", "ipilimumab", "atezolizumab", "durvalumab",

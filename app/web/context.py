@@ -9,8 +9,8 @@ import requests
 from flask import current_app, session
 
 from app.errors import AuthError
-from app.logging import event
 from app.fhir.client import FhirClient
+from app.logging import event
 from app.retrieval.indexer import PatientChart, build_index, open_chart
 from app.services import Actor
 from app.smart.session import SessionTokens

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from app.errors import AppError
-from app.review.workflow import REJECT_REASONS, ConflictError, ReviewService, draft_text
+from app.review.workflow import ConflictError, ReviewService, draft_text
 from app.web.context import actor_for, client_for, current, services
 
 bp = Blueprint("review", __name__)

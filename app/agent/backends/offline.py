@@ -43,6 +43,35 @@ def candidate_sentences(results: list[SearchResult]) -> list[tuple[SearchResult,
     return out
 
 
+def condition_variants(name: str) -> list[str]:
+    """The coded display, then shorter forms a note is likely to use, longest first.
+
+    "Malignant melanoma, stage IV (disorder)" → ["Malignant melanoma, stage IV (disorder)",
+    "Malignant melanoma, stage IV", "Malignant melanoma"]. Forms shorter than 8 characters are
+    dropped: too short a quote proves nothing.
+    """
+    forms = [name]
+    base = re.sub(r"\s*\([^)]*\)", "", name).strip()
+    forms.append(base)
+    forms.append(re.split(r"[,;:]", base)[0].strip())
+    out: list[str] = []
+    for form in forms:
+        if len(form) >= 8 and form.lower() not in (f.lower() for f in out):
+            out.append(form)
+    return out
+
+
+def _find_in_notes(tools: Tools, name: str) -> tuple[str, str] | None:
+    """A verbatim mention of a coded condition in a permitted note, as (chunk id, quote)."""
+    for form in condition_variants(name):
+        pattern = re.compile(r"\b" + re.escape(form) + r"\b", re.IGNORECASE)
+        for res in tools.search(form, k=5):
+            m = pattern.search(res.chunk.text)
+            if m:
+                return res.chunk.id, res.chunk.text[m.start():m.end()]
+    return None
+
+
 class OfflineBackend:
     name = "offline"
     model = MODEL_ID
@@ -65,13 +94,7 @@ class OfflineBackend:
             name = cond.get("display", "")
             if len(name) < 4:
                 continue
-            hits = tools.search(name, k=3)
-            quote = None
-            for res in hits:
-                m = re.search(re.escape(name), res.chunk.text, re.IGNORECASE)
-                if m and len(m.group(0)) >= 8:
-                    quote = (res.chunk.id, res.chunk.text[m.start():m.end()])
-                    break
+            quote = _find_in_notes(tools, name)
             status = cond.get("status", "active")
             sentences.append(ProposedSentence(
                 text=f"Problem list ({status}): {name}.", evidence=(quote,) if quote else ()))
