@@ -8,6 +8,7 @@ Hierarchy::
     ├── AuthError                 token exchange / id_token / refresh failed
     ├── PermissionDenied          a grant the user lacks (scope, role)
     ├── NotBuiltError             a capability that is not built yet says so
+    ├── InvalidResourceError      a resource we built fails validation; not sent
     └── UpstreamError             a server we talk to failed
         ├── FatalUpstreamError    do not retry (4xx other than 408/429)
         │   └── FhirError         FHIR server answered with an error status
@@ -100,3 +101,19 @@ class FhirError(FatalUpstreamError):
     def __str__(self) -> str:
         codes = ",".join(self.issue_codes) or "-"
         return f"{self.public_message} (HTTP {self.status}; issues: {codes})"
+
+
+class InvalidResourceError(AppError):
+    """A resource the app built failed FHIR validation before it was sent (a bug on our side).
+
+    Carries the failing element paths only, never their values.
+    """
+
+    code = "invalid_resource"
+    http_status = 500
+
+    def __init__(self, resource_type: str, paths: tuple[str, ...]) -> None:
+        super().__init__(f"The app built an invalid {resource_type}; nothing was sent "
+                         f"(elements: {', '.join(paths) or '-'}).")
+        self.resource_type = resource_type
+        self.paths = paths

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import html
 import io
 import re
@@ -82,27 +83,23 @@ def decode_bytes(data: bytes, media: str, charset: str | None) -> str | None:
 
 
 def _fetch(client: FhirClient, url: str, media: str, max_bytes: int) -> tuple[bytes | None, str | None]:
-    target = client.url_for(url)
-    if not client.inside_base(target):
-        return None, "foreign_url"
-    resp = client.request("GET", target, accept="application/fhir+json")
-    if resp.status_code >= 400:
-        return None, f"fetch_http_{resp.status_code}"
-    if len(resp.content) > max_bytes * 2:  # base64 inside JSON inflates by ~4/3
-        return None, "too_large"
-    ctype = resp.headers.get("Content-Type", "")
+    """Binary content by url, inside the FHIR base only, never more than the cap (base64 JSON ~4/3)."""
+    body, reason, ctype = client.fetch_limited(url, accept="application/fhir+json",
+                                               max_bytes=max_bytes * 4 // 3 + 4096)
+    if body is None:
+        return None, reason
     if "json" in ctype:
         try:
-            body = resp.json()
+            resource = json.loads(body)
         except ValueError:
             return None, "malformed_binary"
-        if not isinstance(body, dict) or body.get("resourceType") != "Binary":
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
             return None, "malformed_binary"
         try:
-            return base64.b64decode(body.get("data") or "", validate=False), None
+            return base64.b64decode(resource.get("data") or "", validate=False), None
         except (binascii.Error, ValueError):
             return None, "bad_base64"
-    return resp.content, None
+    return body, None
 
 
 def extract_text(client: FhirClient, document: dict, *, max_bytes: int = MAX_BYTES_DEFAULT) -> ExtractedText:

@@ -8,13 +8,19 @@ https://hl7.org/fhir/R4/http.html
 - Searches follow the server's ``next`` links verbatim (a loop is detected).
 - The bearer token is only ever sent to URLs inside the FHIR base.
 - Errors never carry a response body: ``FhirError`` keeps status + issue codes.
+- Strict on write (R4B validation before sending), lenient on read (``validate=True``
+  skips and counts invalid resources).
+- Attachments are streamed under a byte cap (``fetch_limited``).
 """
 
 from __future__ import annotations
 
 import logging
+import posixpath
 import random
+import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlparse
@@ -22,11 +28,13 @@ from urllib.parse import urlparse
 import requests
 
 from app.errors import FatalUpstreamError, FhirError, TemporaryUpstreamError
+from app.fhir.validation import is_valid, validate_for_write
 from app.logging import event
 
 log = logging.getLogger(__name__)
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 FHIR_JSON = "application/fhir+json"
+_HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 class TokenProvider:
@@ -88,19 +96,28 @@ class FhirClient:
         self.backoff_s = backoff_s
         self.on_request = on_request
         self._origin = urlparse(self.base_url)
+        self.skipped: Counter[str] = Counter()  # resources skipped on read, by reason
 
     # ---- URL rules -------------------------------------------------------
     def inside_base(self, url: str) -> bool:
-        """True when ``url`` is under the FHIR base (same scheme, host, port and path prefix)."""
+        """True when ``url`` is under the FHIR base (same scheme, host, port and path prefix).
+
+        Dot segments are resolved first, so ``Binary/../../admin`` is judged by where it lands;
+        anything with a scheme other than the base's (``file:``, ``data:``, ``javascript:``) is out.
+        """
         u = urlparse(url)
         b = self._origin
-        return (u.scheme, u.netloc) == (b.scheme, b.netloc) and (
-            u.path == b.path or u.path.startswith(b.path.rstrip("/") + "/")
-        )
+        if (u.scheme, u.netloc) != (b.scheme, b.netloc) or u.params:
+            return False
+        path = posixpath.normpath(u.path) if u.path else ""
+        base_path = b.path.rstrip("/")
+        return path == base_path or path.startswith(base_path + "/")
 
     def url_for(self, path_or_url: str) -> str:
-        if path_or_url.startswith(("http://", "https://")):
-            return path_or_url
+        if _HAS_SCHEME.match(path_or_url):
+            return path_or_url  # absolute: judged by inside_base, never rewritten
+        if path_or_url.startswith("//"):
+            return f"{self._origin.scheme}:{path_or_url}"  # protocol-relative: another host
         return f"{self.base_url}/{path_or_url.lstrip('/')}"
 
     # ---- core request ----------------------------------------------------
@@ -113,6 +130,7 @@ class FhirClient:
         json_body: Any = None,
         headers: dict[str, str] | None = None,
         accept: str = FHIR_JSON,
+        stream: bool = False,
     ) -> requests.Response:
         url = self.url_for(path_or_url)
         send_token = self.inside_base(url)
@@ -131,7 +149,8 @@ class FhirClient:
             started = time.monotonic()
             try:
                 resp = self.session.request(
-                    method, url, params=params, json=json_body, headers=hdrs, timeout=self.timeout
+                    method, url, params=params, json=json_body, headers=hdrs, timeout=self.timeout,
+                    stream=stream,
                 )
             except requests.RequestException as exc:
                 kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
@@ -146,11 +165,44 @@ class FhirClient:
                 self.on_request(method, _path_only(url), resp.status_code, elapsed)
             if resp.status_code == 401 and send_token and not refreshed and self.tokens.refresh():
                 refreshed = True
+                resp.close()
                 continue
             if resp.status_code in RETRYABLE and attempt < self.max_attempts:
                 if time.monotonic() < deadline and self._sleep(attempt, resp, deadline):
+                    resp.close()
                     continue
             return resp
+
+    def fetch_limited(self, url: str, *, accept: str, max_bytes: int) -> tuple[bytes | None, str | None, str]:
+        """GET ``url`` (inside the base only) reading at most ``max_bytes``.
+
+        Returns ``(body, None, content_type)`` or ``(None, reason, "")``: a body
+        over the cap is abandoned as soon as it is known to be too large (from
+        ``Content-Length``, else while streaming), so a 300 MB attachment costs
+        at most ``max_bytes`` of memory and bandwidth.
+        """
+        target = self.url_for(url)
+        if not self.inside_base(target):
+            return None, "foreign_url", ""
+        resp = self.request("GET", target, accept=accept, stream=True)
+        try:
+            if resp.status_code >= 400:
+                return None, f"fetch_http_{resp.status_code}", ""
+            declared = resp.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                return None, "too_large", ""
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_content(chunk_size=64 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    return None, "too_large", ""
+                chunks.append(chunk)
+            return b"".join(chunks), None, resp.headers.get("Content-Type", "")
+        except requests.RequestException:
+            return None, "fetch_failed", ""
+        finally:
+            resp.close()
 
     def _sleep(self, attempt: int, resp: requests.Response | None, deadline: float) -> bool:
         delay = self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311 - jitter
@@ -202,8 +254,12 @@ class FhirClient:
         return self._json(resp, "vread")
 
     def search(self, resource_type: str, params: dict[str, Any] | None = None, *,
-               max_pages: int = 50, no_cache: bool = False) -> Iterator[dict]:
-        """Yield every entry resource, following ``next`` links verbatim."""
+               max_pages: int = 50, no_cache: bool = False, validate: bool = False) -> Iterator[dict]:
+        """Yield every entry resource, following ``next`` links verbatim.
+
+        With ``validate``, a resource that fails R4B validation is skipped and
+        counted in ``self.skipped["invalid_<type>"]`` (lenient on read).
+        """
         headers = {"Cache-Control": "no-cache"} if no_cache else None
         resp = self.request("GET", resource_type, params=params, headers=headers)
         seen: set[str] = set()
@@ -213,6 +269,9 @@ class FhirClient:
             for entry in bundle.get("entry") or []:
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 if isinstance(res, dict) and (entry.get("search") or {}).get("mode", "match") == "match":
+                    if validate and not is_valid(res):
+                        self.skipped[f"invalid_{res.get('resourceType', 'resource')}"] += 1
+                        continue
                     yield res
             nxt = next((lk.get("url") for lk in bundle.get("link") or []
                         if isinstance(lk, dict) and lk.get("relation") == "next"), None)
@@ -227,6 +286,7 @@ class FhirClient:
         raise FatalUpstreamError("The search returned too many pages.", code="fhir_paging_limit")
 
     def create(self, resource: dict, *, if_none_exist: str | None = None) -> dict:
+        validate_for_write(resource)
         rtype = resource["resourceType"]
         headers = {"Prefer": "return=representation"}
         if if_none_exist:
@@ -236,6 +296,7 @@ class FhirClient:
         return self._json(resp, f"create {rtype}")
 
     def update(self, resource: dict, *, if_match: str | None = None) -> dict:
+        validate_for_write(resource)
         rtype, rid = resource["resourceType"], resource["id"]
         headers = {"Prefer": "return=representation"}
         if if_match:
@@ -245,6 +306,7 @@ class FhirClient:
         return self._json(resp, f"update {rtype}")
 
     def transaction(self, bundle: dict) -> dict:
+        validate_for_write(bundle)
         resp = self.request("POST", self.base_url, json_body=bundle,
                             headers={"Prefer": "return=representation"})
         self._check(resp, "process the transaction", "Bundle")

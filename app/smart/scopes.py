@@ -104,3 +104,35 @@ class Grants:
             "write_audit": self.may_create("AuditEvent"),
             "update_documents": self.allows("DocumentReference", "update"),
         }
+
+
+def spell_for_server(scopes: str, *, v2: bool) -> str:
+    """Request scopes in the spelling the server understands.
+
+    A server that advertises ``permission-v2`` gets v2 (``.rs``, ``.c``); any
+    other gets v1 (``.read``, ``.write``), because a v1-only server ignores or
+    refuses scopes it cannot parse. v1 cannot express "create but not update":
+    ``.c`` becomes ``.write``, which asks for more than the app needs; the
+    grants actually received are still what the app obeys. Query-restricted
+    v2 scopes have no v1 form and are dropped for v1 servers.
+    """
+    out: list[str] = []
+    for token in scopes.split():
+        m = _SCOPE.match(token)
+        if not m:
+            out.append(token)  # launch, openid, fhirUser, offline_access ...
+            continue
+        perm = m["perm"]
+        letters = set(_V1.get(perm, perm))
+        prefix = f"{m['ctx']}/{m['type']}"
+        if v2:
+            spelled = "".join(c for c in "cruds" if c in letters)
+            out.append(f"{prefix}.{spelled}{m['query'] or ''}")
+            continue
+        if m["query"]:
+            continue
+        if letters & {"r", "s"}:
+            out.append(f"{prefix}.read")
+        if letters & {"c", "u", "d"}:
+            out.append(f"{prefix}.write")
+    return " ".join(dict.fromkeys(out))  # de-duplicated, order kept

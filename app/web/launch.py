@@ -17,6 +17,7 @@ from app.logging import event, opaque
 from app.smart import launch as smart_launch
 from app.smart.discovery import discover
 from app.smart.identity import practitioner_reference, resolve_role
+from app.smart.scopes import spell_for_server
 from app.smart.session import SessionTokens
 from app.smart.tokens import exchange_code
 from app.web.state import LaunchState
@@ -50,7 +51,8 @@ def launch():  # type: ignore[no-untyped-def]
     event(log, "launch.start", url=opaque(iss), ok=True, token_present=False)
     return redirect(smart_launch.authorize_url(
         config.authorization_endpoint, pending, client_id=settings.client_id,
-        redirect_uri=settings.redirect_uri, scopes=settings.scopes))
+        redirect_uri=settings.redirect_uri,
+        scopes=spell_for_server(settings.scopes, v2=config.permission_v2)))
 
 
 @bp.get("/callback")

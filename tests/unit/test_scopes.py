@@ -33,3 +33,22 @@ def test_query_restricted_scope_grants_nothing_unrestricted():
 def test_garbage_is_ignored():
     g = Grants.parse("  nonsense patient/.r user/Foo.x  ")
     assert g.resources == ()
+
+
+def test_request_spelling_follows_server_capability():
+    from app.smart.scopes import spell_for_server
+
+    wanted = "launch openid fhirUser patient/DocumentReference.rs user/Provenance.c patient/Patient.r"
+    v1 = spell_for_server(wanted, v2=False)
+    assert v1.split() == ["launch", "openid", "fhirUser", "patient/DocumentReference.read",
+                          "user/Provenance.write", "patient/Patient.read"]
+    assert spell_for_server(wanted, v2=True) == wanted
+    # what the v1 spelling asks for covers what the app wanted
+    assert Grants.parse(v1).may_create("Provenance") and Grants.parse(v1).may_read("DocumentReference")
+
+
+def test_restricted_v2_scope_has_no_v1_form():
+    from app.smart.scopes import spell_for_server
+
+    assert spell_for_server("patient/Observation.rs?category=laboratory", v2=False) == ""
+    assert spell_for_server("user/Device.crs", v2=False) == "user/Device.read user/Device.write"
