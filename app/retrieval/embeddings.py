@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,10 @@ class Embedder:
         self.dim: int = int(dim)
         self.max_tokens: int = int(self._model.max_seq_length or 512)
         self._tokenizer = self._model.tokenizer
+        # The Hugging Face fast tokenizer keeps truncation/padding state on the object:
+        # count_tokens (no truncation) racing encode (truncation) in two indexing threads
+        # produces ragged batches. One lock per model serialises both.
+        self._lock = threading.RLock()
 
     @staticmethod
     def _load(source: str | Path, device: str, num_threads: int | None) -> Any:
@@ -136,8 +141,9 @@ class Embedder:
         """Tokens of ``text`` without the special tokens ([CLS], [SEP]) the model adds."""
         if not text:
             return 0
-        ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
-                              verbose=False)["input_ids"]
+        with self._lock:
+            ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
+                                  verbose=False)["input_ids"]
         return len(ids)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -146,9 +152,10 @@ class Embedder:
             raise TypeError("encode() takes a sequence of texts, not one string")
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(list(texts), batch_size=self.batch_size,
-                                     convert_to_numpy=True, normalize_embeddings=True,
-                                     show_progress_bar=False)
+        with self._lock:
+            vectors = self._model.encode(list(texts), batch_size=self.batch_size,
+                                         convert_to_numpy=True, normalize_embeddings=True,
+                                         show_progress_bar=False)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
