@@ -79,22 +79,25 @@ def demo(user: str, patient: str, task: str) -> None:
 
 
 @main.command()
-@click.option("--fhir-base", required=True, help="FHIR base URL (open server, no SMART).")
+@click.option("--fhir-base", required=True, help="FHIR base URL.")
 @click.option("--patient", required=True)
 @click.option("--task", type=click.Choice(["summary", "irae", "question"]), default="summary")
 @click.option("--question", default=None)
 @click.option("--backend", default=None)
 @click.option("--role", default="clinician", show_default=True)
 @click.option("--write/--no-write", default=False, show_default=True)
+@click.option("--auth", type=click.Choice(["auto", "backend", "none"]), default="auto", show_default=True,
+              help="backend: SMART Backend Services with APP_PRIVATE_KEY_PATH; none: open server "
+                   "(development, unauthenticated); auto: backend when a key is configured.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract.")
 def draft(fhir_base: str, patient: str, task: str, question: str | None, backend: str | None,
-          role: str, write: bool, as_json: bool) -> None:
+          role: str, write: bool, auth: str, as_json: bool) -> None:
     """Run one task headless for one patient and print the draft (docs/cli.md)."""
     from app.draft_cli import run_draft
 
     try:
         result = run_draft(fhir_base=fhir_base, patient=patient, task=task, question=question,
-                           backend=backend, role=role, write=write)
+                           backend=backend, role=role, write=write, auth=auth)
     except AppError as exc:
         _fail(exc)
     if as_json:

@@ -20,6 +20,10 @@ DEFAULT_SCOPES = (
     "patient/DocumentReference.rs patient/Binary.r user/DocumentReference.c "
     "user/DocumentReference.u user/Provenance.c user/Device.c user/Device.rs user/AuditEvent.c"
 )
+DEFAULT_BACKEND_SCOPES = (
+    "system/Patient.rs system/Condition.rs system/DocumentReference.rs system/Binary.r "
+    "system/Practitioner.r system/DocumentReference.cu system/Provenance.c system/Device.cru"
+)
 _TEST_SECRET = "insecure-test-secret-key-do-not-use"  # noqa: S105 (marked as test-only)
 
 
@@ -37,6 +41,11 @@ class Settings(BaseSettings):
     private_key_path: Path | None = None
     redirect_uri: str = "http://127.0.0.1:8000/callback"
     scopes: str = DEFAULT_SCOPES
+    backend_client_id: str | None = Field(
+        default=None, description="Client id for SMART Backend Services (CLI, batch); default APP_CLIENT_ID.")
+    backend_scopes: str = DEFAULT_BACKEND_SCOPES
+    open_server: bool = Field(
+        default=False, description="Allow 'connect without auth' to APP_FHIR_BASE_URL (development only).")
     llm_backend: Literal["offline", "anthropic", "openai"] = "offline"
     anthropic_model: str = "claude-sonnet-4-5"
     embedding_model: str | None = Field(

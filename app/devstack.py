@@ -17,6 +17,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from app import create_app
 from app.config import load_settings
+from app.smart.backend import ClientKey
 
 
 _UNLOGGED = frozenset({"/api/index-status", "/healthz"})
@@ -47,6 +48,19 @@ def dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+BACKEND_CLIENT_ID = "draft-agent-backend"
+
+
+def backend_key(data_dir: Path) -> Path:
+    """The dev stack's Backend Services key (ES384), registered with the sandbox at start."""
+    path = data_dir / "backend_key.pem"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(ClientKey.generate("ES384").pem())
+        path.chmod(0o600)
+    return path
+
+
 @dataclass
 class Stack:
     sandbox: object  # sandbox.Sandbox
@@ -61,6 +75,10 @@ class Stack:
 
     def launch_link(self, user: str = "prac-onc-1", patient: str = "pat-onc-01") -> str:
         return self.sandbox.launch_link(user=user, patient=patient)  # type: ignore[attr-defined]
+
+    @property
+    def backend_key_path(self) -> Path:
+        return Path(self.sandbox.data_dir).parent / "backend_key.pem"  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -81,8 +99,11 @@ def start_stack(data_dir: Path, *, app_port: int = 0, sandbox_port: int = 0,
     client: dict = {"client_id": "smart-draft-agent", "type": "public", "redirect_uris": [redirect_uri]}
     if client_scopes is not None:
         client["scopes"] = client_scopes
+    key_path = backend_key(data_dir)
+    backend = {"client_id": BACKEND_CLIENT_ID, "type": "backend",
+               "jwks": ClientKey.load(key_path).public_jwks()}
     sb = Sandbox(data_dir=data_dir / "sandbox", port=sandbox_port, app_launch_url=app_url + "/launch",
-                 token_lifetime=token_lifetime, clients=[client])
+                 token_lifetime=token_lifetime, clients=[client, backend])
     sb.start()
     try:
         settings = load_settings(

@@ -1,38 +1,67 @@
-"""``python -m app draft``: one task, headless, against an open FHIR server (no SMART).
+"""``python -m app draft``: one task, headless, for one patient.
 
-Open-server mode is for development against sandboxes such as the public
-HAPI server: no token is sent and the output says ``unauthenticated``.
-SMART Backend Services for the CLI is not built yet.
+Two ways to reach the FHIR server:
+
+- SMART Backend Services (``--auth backend``, or ``auto`` when
+  ``APP_PRIVATE_KEY_PATH`` is set): client_credentials with a private_key_jwt
+  assertion and ``system/`` scopes (``APP_BACKEND_SCOPES``); the grants the
+  server returns decide what the run may read and write.
+- Open server (``--auth none``, or ``auto`` without a key): for development
+  against servers without SMART, such as the public HAPI sandbox. No token
+  is sent and the output says ``"mode": "unauthenticated"``.
 """
 
 from __future__ import annotations
 
+import requests
+
 from app.config import load_settings
+from app.errors import ConfigError
 from app.fhir.client import FhirClient
 from app.retrieval.indexer import load_chart
 from app.services import Actor, Services
+from app.smart.backend import BackendTokens
+from app.smart.discovery import discover
 from app.smart.scopes import Grants
 
 OPEN_SERVER_GRANTS = ("patient/Patient.r patient/Condition.rs patient/DocumentReference.rs "
                       "patient/Binary.r user/DocumentReference.c user/Provenance.c user/Device.c")
 
 
+def connect(services: Services, fhir_base: str, auth: str) -> tuple[FhirClient, Grants, str, str | None]:
+    """(client, grants, mode, token jti) for ``auth`` in auto | backend | none."""
+    settings = services.settings
+    if auth == "auto":
+        auth = "backend" if services.client_key is not None else "none"
+    if auth == "none":
+        return FhirClient(fhir_base), Grants.parse(OPEN_SERVER_GRANTS), "unauthenticated", None
+    if services.client_key is None:
+        raise ConfigError("Backend Services needs APP_PRIVATE_KEY_PATH (the app's private key).")
+    http = requests.Session()
+    config = discover(fhir_base, http, timeout=settings.fhir_timeout_s)
+    tokens = BackendTokens(http, config, services.client_key,
+                           client_id=settings.backend_client_id or settings.client_id,
+                           scope=settings.backend_scopes)
+    granted = tokens.tokens  # fail here, before any read, if the server refuses
+    client = FhirClient(fhir_base, tokens, read_timeout=settings.fhir_timeout_s)
+    return client, granted.grants, "backend-services", granted.jti
+
+
 def run_draft(*, fhir_base: str, patient: str, task: str, question: str | None,
-              backend: str | None, role: str, write: bool) -> dict:
+              backend: str | None, role: str, write: bool, auth: str = "auto") -> dict:
     services = Services(load_settings())
-    client = FhirClient(fhir_base)
-    grants = Grants.parse(OPEN_SERVER_GRANTS)
+    client, grants, mode, jti = connect(services, fhir_base, auth)
     chart = load_chart(client, patient, grants=grants, role=role, policy=services.policy,
                        embedder=services.embedder)
     drafting = services.drafting()
     draft = drafting.draft(chart, task, question=question, backend_name=backend)
     written = None
     if write:
-        result = drafting.write(client, chart, draft, Actor(user_reference=None,
-                                client_id=services.settings.client_id, token_jti=None, grants=grants))
+        result = drafting.write(client, chart, draft, Actor(
+            user_reference=None, client_id=services.settings.backend_client_id or services.settings.client_id,
+            token_jti=jti, grants=grants))
         written = result["written"]
     out = draft.contract(written)
-    out["mode"] = "unauthenticated"
+    out["mode"] = mode
     out["counts"] = chart.counts
     return out
-

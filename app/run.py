@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"EHR launcher: {stack.sandbox.launcher_url}", flush=True)  # noqa: T201
     print(f"FHIR base:    {stack.sandbox.fhir_base}", flush=True)  # noqa: T201
     print(f"Launch link:  {stack.launch_link()}", flush=True)  # noqa: T201
+    print("Headless (SMART Backend Services):\n"  # noqa: T201
+          f"  APP_PRIVATE_KEY_PATH={stack.backend_key_path} APP_BACKEND_CLIENT_ID=draft-agent-backend "
+          f"APP_SECRET_KEY=$(cat {Path(args.data_dir).resolve() / 'dev_secret_key'}) "
+          f".venv/bin/python -m app draft --fhir-base {stack.sandbox.fhir_base} --patient pat-onc-01 "
+          "--task irae --json", flush=True)
     try:
         stop.wait()
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
 from app.errors import ConfigError
+from app.fhir.client import TokenProvider
 from app.smart.discovery import SmartConfiguration
 from app.smart.tokens import TokenSet, _post, _token_set
 
@@ -92,3 +93,41 @@ def client_authentication(client_id: str, token_endpoint: str, *, key: ClientKey
     if secret:
         return None, (client_id, secret)
     return None, None
+
+
+class BackendTokens(TokenProvider):
+    """Token provider for SMART Backend Services: asks again when the token is about to expire.
+
+    Backend Services issue no refresh token; "refresh" means a new client_credentials grant
+    with a fresh assertion. Used by the CLI and batch jobs (``FhirClient(base, BackendTokens(...))``).
+    """
+
+    MARGIN_S = 30
+
+    def __init__(self, http: requests.Session, config: SmartConfiguration, key: ClientKey, *,
+                 client_id: str, scope: str) -> None:
+        self._http, self._config, self._key = http, config, key
+        self._client_id, self._scope = client_id, scope
+        self._tokens: TokenSet | None = None
+
+    def _fetch(self) -> TokenSet:
+        self._tokens = backend_token(self._http, self._config, self._key, client_id=self._client_id,
+                                     scope=self._scope)
+        return self._tokens
+
+    @property
+    def tokens(self) -> TokenSet:
+        if self._tokens is None or self._tokens.expires_within(self.MARGIN_S):
+            return self._fetch()
+        return self._tokens
+
+    def token(self) -> str | None:
+        return self.tokens.access_token
+
+    def refresh(self) -> bool:
+        self._fetch()
+        return True
+
+    @property
+    def jti(self) -> str | None:
+        return self._tokens.jti if self._tokens else None
