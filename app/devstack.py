@@ -83,6 +83,7 @@ class Stack:
     def stop(self) -> None:
         self.server.shutdown()
         self.thread.join(5)
+        self.flask_app.extensions["smart_draft_web"].join_workers()  # type: ignore[attr-defined]
         self.sandbox.stop()  # type: ignore[attr-defined]
 
 

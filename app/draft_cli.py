@@ -22,10 +22,8 @@ from app.retrieval.indexer import load_chart
 from app.services import Actor, Services
 from app.smart.backend import BackendTokens
 from app.smart.discovery import discover
-from app.smart.scopes import Grants
+from app.smart.scopes import OPEN_SERVER_GRANTS, Grants
 
-OPEN_SERVER_GRANTS = ("patient/Patient.r patient/Condition.rs patient/DocumentReference.rs "
-                      "patient/Binary.r user/DocumentReference.c user/Provenance.c user/Device.c")
 
 
 def connect(services: Services, fhir_base: str, auth: str) -> tuple[FhirClient, Grants, str, str | None]:

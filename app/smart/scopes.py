@@ -19,6 +19,9 @@ _SCOPE = re.compile(
     r"^(?P<ctx>patient|user|system)/(?P<type>[A-Za-z]+|\*)\.(?P<perm>[cruds]+|read|write|\*)"
     r"(?P<query>\?.*)?$"
 )
+# What an open (non-SMART) development server is treated as granting: the app's own needs, nothing more.
+OPEN_SERVER_GRANTS = ("patient/Patient.r patient/Condition.rs patient/DocumentReference.rs patient/Binary.r "
+                      "user/Practitioner.r user/DocumentReference.cu user/Provenance.c user/Device.cr")
 INTERACTIONS = {"create": "c", "read": "r", "update": "u", "delete": "d", "search": "s"}
 
 

@@ -13,6 +13,7 @@ from app.fhir.client import FhirClient
 from app.logging import event
 from app.retrieval.indexer import PatientChart, build_index, open_chart
 from app.services import Actor
+from app.smart.scopes import OPEN_SERVER_GRANTS, Grants
 from app.smart.session import SessionTokens
 from app.web.state import LaunchState
 
@@ -25,6 +26,8 @@ def services():  # type: ignore[no-untyped-def]
 
 def current() -> LaunchState:
     state = current_app.extensions["smart_draft_web"].get(session.get("sid"))
+    if state is not None and state.unauthenticated:
+        return state  # open-server development mode: there are no tokens to check
     if state is None or services().sessions.load(state.sid) is None:
         raise AuthError("Your session has ended or expired. Launch the app again from the EHR.",
                         code="session_expired")
@@ -33,13 +36,24 @@ def current() -> LaunchState:
 
 def client_for(state: LaunchState) -> FhirClient:
     s = services()
+    if state.unauthenticated:
+        return FhirClient(state.fhir_base, read_timeout=s.settings.fhir_timeout_s)
     tokens = SessionTokens(s.sessions, state.sid, state.config, s.settings.client_id, requests.Session(),
                            s.client_auth)
     return FhirClient(state.fhir_base, tokens, read_timeout=s.settings.fhir_timeout_s)
 
 
+def grants_for(state: LaunchState) -> Grants:
+    if state.unauthenticated:
+        return Grants.parse(OPEN_SERVER_GRANTS)
+    return services().sessions.load(state.sid)[1].grants  # type: ignore[index]
+
+
 def actor_for(state: LaunchState) -> Actor:
     s = services()
+    if state.unauthenticated:
+        return Actor(user_reference=None, client_id=s.settings.client_id, token_jti=None,
+                     grants=grants_for(state))
     tokens = s.sessions.load(state.sid)[1]  # type: ignore[index]
     return Actor(user_reference=state.user_reference, client_id=s.settings.client_id,
                  token_jti=tokens.jti, grants=tokens.grants)
@@ -51,8 +65,7 @@ def ensure_chart(state: LaunchState) -> PatientChart:
         return state.chart
     s = services()
     client = client_for(state)
-    tokens = s.sessions.load(state.sid)[1]  # type: ignore[index]
-    chart = open_chart(client, state.patient_id, grants=tokens.grants, role=state.role,
+    chart = open_chart(client, state.patient_id, grants=grants_for(state), role=state.role,
                        policy=s.policy, embedder=s.embedder,
                        max_attachment_bytes=s.settings.max_attachment_bytes,
                        max_documents=s.settings.max_documents)

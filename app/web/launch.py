@@ -6,10 +6,11 @@ An ``iss`` not on the allowlist gets an error page and no outbound request.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 
 import requests
-from flask import Blueprint, current_app, redirect, request, session, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
 from app.errors import AuthError, LaunchError
 from app.fhir.client import FhirClient
@@ -97,6 +98,36 @@ def callback():  # type: ignore[no-untyped-def]
         need_patient_banner=tokens.need_patient_banner, smart_style_url=tokens.smart_style_url))
     event(log, "launch.done", patient=opaque(tokens.patient), user=opaque(user_ref), code=role,
           scopes=len(tokens.grants.raw))
+    return redirect(url_for("chart.chart"))
+
+
+_PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR id syntax
+
+
+@bp.route("/connect", methods=["GET", "POST"])
+def connect():  # type: ignore[no-untyped-def]
+    """Open-server mode (development only): open a chart on APP_FHIR_BASE_URL without SMART.
+
+    Off unless APP_OPEN_SERVER=true. No token exists in this mode; every page says so.
+    """
+    settings = services().settings
+    if not (settings.open_server and settings.fhir_base_url):
+        raise LaunchError("Connecting without authorization is switched off. Launch the app from the EHR "
+                          "(developers: set APP_OPEN_SERVER=true and APP_FHIR_BASE_URL).",
+                          code="open_server_disabled", http_status=404)
+    base = smart_launch.normalise_base(settings.fhir_base_url)
+    if request.method == "GET":
+        return render_template("connect.html", fhir_base=base)
+    patient = (request.form.get("patient") or "").strip()
+    if not _PATIENT_ID.match(patient):
+        raise LaunchError("That is not a FHIR patient id (letters, digits, '-' and '.', at most 64).",
+                          code="bad_patient_id")
+    sid = secrets.token_urlsafe(32)
+    session.clear()
+    session["sid"] = sid
+    web_state().put(LaunchState(sid=sid, fhir_base=base, config=None, patient_id=patient,
+                                user_reference=None, role="clinician", unauthenticated=True))
+    event(log, "connect.open_server", patient=opaque(patient), url=opaque(base))
     return redirect(url_for("chart.chart"))
 
 

@@ -66,3 +66,11 @@ class WebState:
     def drop(self, sid: str) -> None:
         with self._lock:
             self.sessions.pop(sid, None)
+
+    def join_workers(self, timeout: float = 60.0) -> None:
+        """Wait for background indexing threads (at shutdown: torch must not be torn down mid-run)."""
+        with self._lock:
+            threads = [st.index_thread for st in self.sessions.values() if st.index_thread is not None]
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
