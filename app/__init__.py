@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 
 from flask import Flask, g, request, session
 
@@ -38,6 +39,22 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     )
     flask_app.extensions[EXTENSION] = Services(settings)
     register(flask_app)
+
+    services = flask_app.extensions[EXTENSION]
+    last_purge = [0.0]
+
+    @flask_app.before_request
+    def _expire_sessions() -> None:
+        """At most once a minute: delete expired tokens from the store and their in-memory state."""
+        now = time.time()
+        if now - last_purge[0] < 60:
+            return
+        last_purge[0] = now
+        services.sessions.purge_expired()
+        lifetime = settings.session_lifetime_s
+        flask_app.extensions["smart_draft_web"].prune(
+            lambda st: (st.created + lifetime > now) if st.unauthenticated
+            else services.sessions.load(st.sid) is not None)
 
     @flask_app.before_request
     def _csrf() -> None:

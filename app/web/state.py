@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.agent.runtime import Draft
@@ -33,6 +34,7 @@ class LaunchState:
     drafts: dict[str, Draft] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)  # run_id -> write-back result
     unauthenticated: bool = False
+    created: float = field(default_factory=time.time)
 
 
 class WebState:
@@ -74,3 +76,11 @@ class WebState:
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def prune(self, alive: Callable[[LaunchState], bool]) -> int:
+        """Drop sessions that are no longer alive (tokens expired or deleted); returns how many."""
+        with self._lock:
+            dead = [sid for sid, st in self.sessions.items() if not alive(st)]
+            for sid in dead:
+                self.sessions.pop(sid, None)
+        return len(dead)

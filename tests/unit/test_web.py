@@ -54,3 +54,30 @@ def test_callback_error_consent_refused(client):
 def test_metrics_and_jwks(client):
     assert b"sda_outbox_pending 0" in client.get("/metrics").data
     assert client.get("/.well-known/jwks.json").get_json() == {"keys": []}
+
+
+def test_expired_sessions_lose_their_tokens_and_state(tmp_path):
+    import time as _time
+
+    from app.smart.tokens import TokenSet
+    from app.web.state import LaunchState
+
+    app = create_app({"testing": True, "data_dir": tmp_path, "allowed_iss": "https://ehr.test/fhir",
+                      "session_lifetime_s": 1})
+    services = app.extensions["smart_draft"]
+    web = app.extensions["smart_draft_web"]
+    services.sessions.save("s1", "https://ehr.test/fhir", TokenSet(access_token="at", scope="", expires_at=0))
+    web.put(LaunchState(sid="s1", fhir_base="https://ehr.test/fhir", config=None, patient_id="p",
+                        user_reference=None, role="clinician"))
+    web.put(LaunchState(sid="s2", fhir_base="https://ehr.test/fhir", config=None, patient_id="p",
+                        user_reference=None, role="clinician", unauthenticated=True, created=_time.time() - 5))
+    _time.sleep(1.1)
+    app.test_client().get("/healthz")
+    assert web.get("s1") is None and web.get("s2") is None
+    assert services.sessions.purge_expired() == 0  # already deleted by the request
+    from sqlalchemy import func, select
+
+    from app.store.models import LaunchSession
+
+    with services.maker() as db:
+        assert db.scalar(select(func.count()).select_from(LaunchSession)) == 0
