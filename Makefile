@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
+# axe-core (npm) for the accessibility checks of the browser tests; skipped (and said) without npm.
+AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
+$(AXE):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/node axe-core@4.14.1; \
+	else echo "npm not found: the accessibility checks of the browser tests will skip"; fi
+
 install: $(STAMP)
 
 run: install
@@ -26,7 +33,7 @@ run: install
 demo: install
 	APP_DATA_DIR=$(DATA)/demo $(BIN)/python -m app demo
 
-test: install
+test: install $(AXE)
 	$(BIN)/python -m pytest
 
 bench: install

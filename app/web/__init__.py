@@ -11,13 +11,33 @@ from app.logging import event
 
 log = logging.getLogger(__name__)
 
+# What the user can do next, per error code, in plain words.
+NEXT_STEPS = {
+    "unknown_iss": "Open the app from your EHR's menu. If it still fails, ask your EHR administrator to "
+                   "register this EHR with the app (its FHIR address must be on the app's allowlist).",
+    "no_iss": "Open the app from your EHR, inside a patient's chart.",
+    "consent_refused": "Launch the app again and choose Allow on the EHR's consent screen, or close it if "
+                       "you did not mean to open it.",
+    "authorize_refused": "Launch the app again. If the EHR keeps refusing, ask your EHR administrator "
+                         "whether the app is enabled for your account.",
+    "bad_state": "Close this tab and launch the app again from the patient's chart.",
+    "state_expired": "The sign-in took too long. Launch the app again from the patient's chart.",
+    "session_expired": "Launch the app again from the patient's chart; your drafts already written to "
+                       "the EHR are safe there.",
+    "no_patient": "Open a patient's chart in the EHR first, then launch the app from it.",
+    "invalid_scope": "The EHR did not grant the permissions the app needs. Ask your EHR administrator to "
+                     "grant the app read access to Patient, Condition and DocumentReference.",
+    "csrf_failed": "Reload the page and try again.",
+    "index_not_ready": "The notes are still being prepared. Wait a moment and try again.",
+}
+
 
 def register(app: Flask) -> None:
-    from app.web import chart, drafts, health, launch, review
+    from app.web import admin, chart, drafts, health, launch, review, style
     from app.web.state import WebState
 
     app.extensions["smart_draft_web"] = WebState()
-    for bp in (launch.bp, chart.bp, drafts.bp, review.bp, health.bp):
+    for bp in (launch.bp, chart.bp, drafts.bp, review.bp, health.bp, style.bp, admin.bp):
         app.register_blueprint(bp)
 
     @app.errorhandler(AppError)
@@ -25,7 +45,7 @@ def register(app: Flask) -> None:
         event(log, "http.error", error_code=exc.code, http_status=exc.http_status, route=request.path[:80])
         if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
             return jsonify(exc.to_dict()), exc.http_status
-        return render_template("error.html", error=exc), exc.http_status
+        return render_template("error.html", error=exc, next_step=NEXT_STEPS.get(exc.code)), exc.http_status
 
     @app.errorhandler(404)
     def _not_found(_exc):  # type: ignore[no-untyped-def]

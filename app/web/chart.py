@@ -25,7 +25,7 @@ def chart():  # type: ignore[no-untyped-def]
     return render_template(
         "chart.html", state=state, chart=chart, name=patient_name(chart), conditions=conditions,
         counts=chart.counts, writeback_reason=actor.grants.writeback_reason(), tasks=TASKS,
-        history=list(state.drafts.values()),
+        history=list(state.drafts.values()), results=state.results,
     )
 
 

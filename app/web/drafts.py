@@ -1,20 +1,31 @@
-"""Drafting: run a task, show the draft with its evidence, and the JSON API."""
+"""Drafting: run a task (in the background from the page, cancellable), show the draft, the JSON API."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
+import logging
+import secrets
+import threading
+
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
 
 from app.errors import AppError
+from app.logging import event
 from app.web.context import actor_for, client_for, current, services, wait_ready
+from app.web.state import LaunchState, RunJob
 
+log = logging.getLogger(__name__)
 bp = Blueprint("drafts", __name__)
 
 
-def _run(task: str, question: str | None, write: bool) -> tuple[str, dict]:
-    state = current()
+def _run(state: LaunchState, task: str, question: str | None, write: bool,
+         cancel: threading.Event | None = None) -> tuple[str | None, dict]:
+    """Draft, then write unless cancelled meanwhile. Needs an app context (not a request one)."""
     chart = wait_ready(state)
     svc = services().drafting()
     draft = svc.draft(chart, task, question=question)
+    if cancel is not None and cancel.is_set():
+        event(log, "draft.cancelled", run_id=draft.run_id)
+        return None, {"state": "cancelled", "written": None, "reason": "Cancelled before anything was written."}
     state.drafts[draft.run_id] = draft
     result = {"state": "not_requested", "written": None, "reason": None}
     if write:
@@ -26,9 +37,63 @@ def _run(task: str, question: str | None, write: bool) -> tuple[str, dict]:
 
 @bp.post("/drafts")
 def create_draft():  # type: ignore[no-untyped-def]
+    state = current()
     task = request.form.get("task", "")
-    run_id, _ = _run(task, request.form.get("question"), write=True)
-    return redirect(url_for("drafts.show", run_id=run_id))
+    from app.agent.tasks import get_task
+
+    get_task(task)  # unknown task: a clear 400 now, not a failed job later
+    question = (request.form.get("question") or "").strip() or None
+    if task == "question" and not question:
+        raise AppError("Type the question to answer.", code="question_missing", http_status=400)
+    job = RunJob(key=secrets.token_urlsafe(12), task=task)
+    state.jobs[job.key] = job
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def work() -> None:
+        with app.app_context():
+            try:
+                run_id, result = _run(state, task, question, write=True, cancel=job.cancel)
+                job.run_id = run_id
+                job.state = "cancelled" if result["state"] == "cancelled" else "done"
+            except AppError as exc:
+                job.state, job.error_code = "failed", exc.code
+            except Exception as exc:  # noqa: BLE001 - shown as a failed run, logged without content
+                job.state, job.error_code = "failed", type(exc).__name__
+                event(log, "draft.failed", error_code=job.error_code)
+
+    threading.Thread(target=work, name="draft-run", daemon=True).start()
+    return redirect(url_for("drafts.run_page", key=job.key))
+
+
+def _job(key: str) -> RunJob:
+    job = current().jobs.get(key)
+    if job is None:
+        abort(404)
+    return job
+
+
+@bp.get("/runs/<key>")
+def run_page(key: str):  # type: ignore[no-untyped-def]
+    job = _job(key)
+    if job.state == "done" and job.run_id:
+        return redirect(url_for("drafts.show", run_id=job.run_id))
+    return render_template("run.html", state=current(), job=job)
+
+
+@bp.get("/api/runs/<key>")
+def run_status(key: str):  # type: ignore[no-untyped-def]
+    job = _job(key)
+    return jsonify({"state": job.state, "task": job.task, "error_code": job.error_code,
+                    "draft_url": url_for("drafts.show", run_id=job.run_id) if job.run_id else None})
+
+
+@bp.post("/runs/<key>/cancel")
+def cancel(key: str):  # type: ignore[no-untyped-def]
+    job = _job(key)
+    if job.state == "running":
+        job.cancel.set()
+        job.state = "cancelled"
+    return redirect(url_for("drafts.run_page", key=key))
 
 
 @bp.get("/drafts/<run_id>")
@@ -39,9 +104,11 @@ def show(run_id: str):  # type: ignore[no-untyped-def]
         abort(404)
     from app.review.workflow import REJECT_REASONS
 
-    return render_template("draft.html", state=state, draft=draft, result=state.results.get(run_id),
-                           reject_reasons=REJECT_REASONS,
-                           contract=draft.contract(state.results.get(run_id, {}).get("written")))
+    result = state.results.get(run_id) or {}
+    return render_template("draft.html", state=state, draft=draft, result=result,
+                           reject_reasons=REJECT_REASONS, reviews=state.reviews.get(run_id, []),
+                           may_review=actor_for(state).grants.allows("DocumentReference", "update"),
+                           contract=draft.contract(result.get("written")))
 
 
 @bp.get("/drafts/<run_id>/source/<doc_id>")
@@ -57,7 +124,7 @@ def source(run_id: str, doc_id: str):  # type: ignore[no-untyped-def]
     text = chart.texts[doc_id]
     start = max(0, min(len(text), request.args.get("start", 0, type=int)))
     end = max(start, min(len(text), request.args.get("end", start, type=int)))
-    return render_template("source.html", draft=draft, doc_id=doc_id, before=text[:start],
+    return render_template("source.html", state=state, draft=draft, doc_id=doc_id, before=text[:start],
                            span=text[start:end], after=text[end:], meta=chart.documents.get(doc_id))
 
 
@@ -66,8 +133,10 @@ def api_create():  # type: ignore[no-untyped-def]
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise AppError("Send a JSON object with 'task'.", code="bad_request", http_status=400)
-    run_id, result = _run(str(body.get("task", "")), body.get("question"), write=bool(body.get("write", True)))
-    draft = current().drafts[run_id]
+    state = current()
+    run_id, result = _run(state, str(body.get("task", "")), body.get("question"),
+                          write=bool(body.get("write", True)))
+    draft = state.drafts[run_id]  # type: ignore[index]
     out = draft.contract(result.get("written"))
     out["writeback"] = {"state": result["state"], "reason": result["reason"]}
     return jsonify(out), 201

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from app.errors import AppError
@@ -54,8 +56,25 @@ def review(run_id: str):  # type: ignore[no-untyped-def]
                                current_status=exc.current.get("docStatus")), 409
     written = dict(state.results[run_id].get("written") or {})
     written["document_reference"] = out.document_reference
-    state.results[run_id] = dict(state.results[run_id], written=written,
-                                 review={"action": action, "provenance": out.provenance})
+    record: dict = {"action": action, "document_reference": out.document_reference,
+                    "provenance": out.provenance}
+    if action == "edit":
+        before = state.results[run_id].get("text") or draft.text
+        after = request.form.get("text", "")
+        record["diff"] = line_diff(before, after)
+        state.results[run_id]["text"] = after
+    if action == "reject":
+        record["reason"] = request.form.get("reason", "")
+    state.reviews.setdefault(run_id, []).append(record)
+    final = record if action in ("approve", "reject") else state.results[run_id].get("review")
+    state.results[run_id] = dict(state.results[run_id], written=written, review=final)
     return redirect(url_for("drafts.show", run_id=run_id))
 
 
+def line_diff(before: str, after: str) -> list[tuple[str, str]]:
+    """(op, line) pairs: op is ' ' kept, '-' removed, '+' added; rendered escaped by the template."""
+    out = []
+    for line in difflib.ndiff(before.splitlines(), after.splitlines()):
+        if line[:1] in (" ", "-", "+"):
+            out.append((line[0], line[2:]))
+    return out

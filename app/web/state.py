@@ -19,6 +19,19 @@ from app.smart.launch import PendingLaunch
 
 
 @dataclass
+class RunJob:
+    """A drafting run started from the page: runs in a thread; can be cancelled before it writes."""
+
+    key: str
+    task: str
+    state: str = "running"  # running | done | failed | cancelled
+    run_id: str | None = None
+    error_code: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
 class LaunchState:
     sid: str
     fhir_base: str
@@ -34,6 +47,9 @@ class LaunchState:
     drafts: dict[str, Draft] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)  # run_id -> write-back result
     unauthenticated: bool = False
+    style_css: str | None = None  # the EHR's smart_style_url as CSS, fetched once
+    jobs: dict[str, RunJob] = field(default_factory=dict)
+    reviews: dict[str, list[dict]] = field(default_factory=dict)  # run_id -> review events
     created: float = field(default_factory=time.time)
 
 

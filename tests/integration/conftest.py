@@ -1,20 +1,10 @@
-"""One real stack (sekmet-fhir + SMART authorization server + the app) per test session."""
+"""Helpers to drive the real stack (the ``stack`` fixture lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
 import requests
-
-from app.devstack import start_stack
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    s = start_stack(tmp_path_factory.mktemp("stack"), token_lifetime=120)
-    yield s
-    s.stop()
 
 
 def csrf_of(html: str) -> str:

@@ -1,0 +1,39 @@
+"""Admin page (admin role only): run ledger, override rate, outbox depth. PHI-free by construction."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template
+from sqlalchemy import func, select
+
+from app.errors import PermissionDenied
+from app.review.workflow import ReviewRecord
+from app.web.context import current, services
+from app.writeback.outbox import OutboxItem
+
+bp = Blueprint("admin", __name__)
+
+
+def admin_figures() -> dict:
+    s = services()
+    runs = []
+    for st in current_app.extensions["smart_draft_web"].sessions.values():
+        for d in st.drafts.values():
+            runs.append({"run_id": d.run_id, "task": d.task, "backend": d.backend, "model": d.model,
+                         "turns": d.turns, "tokens_in": d.tokens_in, "tokens_out": d.tokens_out,
+                         "cost_usd": d.cost_usd, "latency_ms": d.latency_ms, "status": d.status,
+                         "unsupported": d.unsupported})
+    with s.maker() as db:
+        by_action = dict(db.execute(select(ReviewRecord.action, func.count()).group_by(ReviewRecord.action)).all())
+        depth = db.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.state == "pending")) or 0
+    total = sum(by_action.get(a, 0) for a in ("approve", "edit", "reject"))
+    overridden = by_action.get("reject", 0) + by_action.get("edit", 0)
+    return {"runs": sorted(runs, key=lambda r: r["run_id"]), "reviews": by_action,
+            "override_rate": overridden / total if total else None, "outbox_depth": depth}
+
+
+@bp.get("/admin")
+def admin():  # type: ignore[no-untyped-def]
+    state = current()
+    if state.role != "admin":
+        raise PermissionDenied("This page is for administrators.", code="admin_only")
+    return render_template("admin.html", state=state, figures=admin_figures())
