@@ -19,7 +19,6 @@ from app import create_app
 from app.config import load_settings
 from app.smart.backend import ClientKey
 
-
 _UNLOGGED = frozenset({"/api/index-status", "/healthz"})
 
 

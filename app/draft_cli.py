@@ -25,7 +25,6 @@ from app.smart.discovery import discover
 from app.smart.scopes import OPEN_SERVER_GRANTS, Grants
 
 
-
 def connect(services: Services, fhir_base: str, auth: str) -> tuple[FhirClient, Grants, str, str | None]:
     """(client, grants, mode, token jti) for ``auth`` in auto | backend | none."""
     settings = services.settings

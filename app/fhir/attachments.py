@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import html
 import io
+import json
 import re
 from dataclasses import dataclass
 

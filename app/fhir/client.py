@@ -236,7 +236,8 @@ class FhirClient:
         try:
             body = resp.json()
         except ValueError:
-            raise FatalUpstreamError(f"The FHIR server's answer to {what} is not JSON.", code="fhir_malformed") from None
+            raise FatalUpstreamError(f"The FHIR server's answer to {what} is not JSON.",
+                                     code="fhir_malformed") from None
         if not isinstance(body, dict) or "resourceType" not in body:
             raise FatalUpstreamError(f"The FHIR server's answer to {what} is not a resource.", code="fhir_malformed")
         return body

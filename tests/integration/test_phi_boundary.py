@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tests.integration.conftest import csrf_of, launch, wait_index
+from tests.integration.conftest import csrf_of, launch
 
 pytestmark = pytest.mark.integration
 CANARY = ("Canarywhistle", "Zyxwend")
