@@ -37,15 +37,22 @@ from fhir.resources.R4B.provenance import Provenance
 
 __all__ = [
     "AIAST", "AI_DEVICE_TYPE", "CONFIDENTIALITY_SYSTEM", "IDENTIFIER_SYSTEM",
-    "PROMPT_IDENTIFIER_SYSTEM", "DraftSpec", "SourceDocument", "create_ai_device",
+    "PROMPT_IDENTIFIER_SYSTEM", "DEVICE_IDENTIFIER_SYSTEM", "REVIEW_TAG_SYSTEM",
+    "REJECT_REASON_SYSTEM", "DraftSpec", "SourceDocument", "create_ai_device",
     "create_audit_event", "create_document_reference", "create_provenance",
-    "create_verification_provenance", "highest_confidentiality", "versioned_reference",
+    "create_rejection_provenance", "create_verification_provenance", "device_identifier",
+    "highest_confidentiality", "versioned_reference",
 ]
 
 # --- Code systems and fixed codes -------------------------------------------------
 IDENTIFIER_SYSTEM = "urn:smart-draft-agent:draft-run"
 """``DocumentReference.identifier.system``; the value is the agent run id (idempotency key)."""
 PROMPT_IDENTIFIER_SYSTEM = "urn:smart-draft-agent:prompt"
+DEVICE_IDENTIFIER_SYSTEM = "urn:smart-draft-agent:ai-device"
+"""``Device.identifier.system``; the value is ``<model id>@<agent version>`` (one Device per pair)."""
+REVIEW_TAG_SYSTEM = "urn:smart-draft-agent:review"
+"""``meta.tag`` of review Provenances (``approved`` / ``rejected``), so ``_tag`` finds approvals."""
+REJECT_REASON_SYSTEM = "urn:smart-draft-agent:reject-reason"
 
 OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 AIAST: dict[str, str] = {"system": OBSERVATION_VALUE, "code": "AIAST",
@@ -236,15 +243,24 @@ def create_document_reference(spec: DraftSpec, *,
 
 
 # --- Device -------------------------------------------------------------------------------
+def device_identifier(model_id: str, agent_version: str) -> str:
+    """The Device's identifier value: one Device per (model, agent version)."""
+    return f"{model_id}@{agent_version}"
+
+
 def create_ai_device(*, model_id: str, agent_version: str, device_id: str | None = None) -> Device:
     """The AI that wrote the draft (AI Transparency AI-Device profile).
 
     ``version`` holds two typed entries, agent and model, so a reader need not
-    parse a combined string.
+    parse a combined string. ``identifier`` (``DEVICE_IDENTIFIER_SYSTEM``) names
+    the pair, for conditional create and for "drafts by model version" queries
+    (R4 has no Device ``version`` search parameter).
     """
     resource: dict[str, object] = {
         "resourceType": "Device",
         "meta": {"security": [dict(AIAST)]},
+        "identifier": [{"system": DEVICE_IDENTIFIER_SYSTEM,
+                        "value": device_identifier(model_id, agent_version)}],
         "status": "active",
         "type": {"coding": [dict(AI_DEVICE_TYPE)]},
         "deviceName": [{"name": f"SMART draft agent ({model_id})", "type": "user-friendly-name"}],
@@ -322,10 +338,33 @@ def create_verification_provenance(*, target_reference: str, recorded: datetime,
                        "who": {"reference": device_reference}})
     return Provenance.model_validate({
         "resourceType": "Provenance",
+        "meta": {"tag": [_coding(REVIEW_TAG_SYSTEM, "approved", "approved")]},
         "target": [{"reference": target_reference}],
         "recorded": _instant(recorded),
         "activity": {"coding": [_coding(DATA_OPERATION, "UPDATE", "revise")]},
         "agent": agents,
+    })
+
+
+def create_rejection_provenance(*, target_reference: str, recorded: datetime,
+                                reviewer_reference: str, reason_code: str) -> Provenance:
+    """A clinician rejected the draft (``status=entered-in-error``).
+
+    ``activity`` is v3-DataOperation NULLIFY; the reason is a code of
+    ``REJECT_REASON_SYSTEM`` (never free text); the clinician is the verifier
+    who judged it. Tagged ``review#rejected``.
+    """
+    if not reason_code or not reason_code.replace("_", "").isalnum():
+        raise ValueError("reason_code must be a code, not free text")
+    return Provenance.model_validate({
+        "resourceType": "Provenance",
+        "meta": {"tag": [_coding(REVIEW_TAG_SYSTEM, "rejected", "rejected")]},
+        "target": [{"reference": target_reference}],
+        "recorded": _instant(recorded),
+        "reason": [{"coding": [_coding(REJECT_REASON_SYSTEM, reason_code)]}],
+        "activity": {"coding": [_coding(DATA_OPERATION, "NULLIFY", "nullify")]},
+        "agent": [{"type": {"coding": [_coding(PARTICIPANT_TYPE, "verifier", "Verifier")]},
+                   "who": {"reference": reviewer_reference}}],
     })
 
 

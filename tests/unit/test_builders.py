@@ -31,6 +31,7 @@ from app.writeback.builders import (
     create_audit_event,
     create_document_reference,
     create_provenance,
+    create_rejection_provenance,
     create_verification_provenance,
     highest_confidentiality,
 )
@@ -172,6 +173,8 @@ def test_ai_device() -> None:
     assert dev["deviceName"] == [{"name": "SMART draft agent (claude-test-1)",
                                   "type": "user-friendly-name"}]
     assert dev["manufacturer"] == "SMART draft agent project"
+    assert dev["identifier"] == [{"system": "urn:smart-draft-agent:ai-device",
+                                  "value": "claude-test-1@0.3.0"}]
 
 
 # --- Provenance -----------------------------------------------------------------------------------
@@ -240,6 +243,28 @@ def test_verification_provenance() -> None:
     assert prov["target"] == [{"reference": "DocumentReference/d9/_history/2"}]
     assert ("http://terminology.hl7.org/CodeSystem/v3-DataOperation", "UPDATE") in _codings(
         prov["activity"]["coding"])
+    assert _codings(prov["meta"]["tag"]) == {("urn:smart-draft-agent:review", "approved")}
+
+
+def test_rejection_provenance() -> None:
+    prov = _json(create_rejection_provenance(
+        target_reference="DocumentReference/d9/_history/3", recorded=WHEN,
+        reviewer_reference="Practitioner/prac-onc-1", reason_code="unsupported_claims"))
+    Provenance.model_validate(prov)
+    FCProvenance(prov, strict=True)
+    pt = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+    assert _agent(prov, pt, "verifier")["who"] == {"reference": "Practitioner/prac-onc-1"}
+    assert _codings(prov["meta"]["tag"]) == {("urn:smart-draft-agent:review", "rejected")}
+    assert _codings(prov["reason"][0]["coding"]) == {
+        ("urn:smart-draft-agent:reject-reason", "unsupported_claims")}
+    assert ("http://terminology.hl7.org/CodeSystem/v3-DataOperation", "NULLIFY") in _codings(
+        prov["activity"]["coding"])
+
+
+def test_rejection_reason_must_be_a_code() -> None:
+    with pytest.raises(ValueError):
+        create_rejection_provenance(target_reference="DocumentReference/d9", recorded=WHEN,
+                                    reviewer_reference="Practitioner/p", reason_code=f"{CANARY} wrong")
 
 
 # --- AuditEvent -----------------------------------------------------------------------------------
@@ -372,6 +397,9 @@ def _examples() -> dict[str, dict]:
         "Provenance-verification.json": _json(create_verification_provenance(
             target_reference="DocumentReference/d9/_history/2", recorded=WHEN,
             verifier_reference="Practitioner/prac-onc-1", device_reference="Device/ai-1")),
+        "Provenance-rejection.json": _json(create_rejection_provenance(
+            target_reference="DocumentReference/d9/_history/3", recorded=WHEN,
+            reviewer_reference="Practitioner/prac-onc-1", reason_code="unsupported_claims")),
         "AuditEvent-create.json": _json(_audit()),
         "AuditEvent-search.json": _json(_audit(
             action="E", subtype="search-type", entity_references=[],
