@@ -30,8 +30,8 @@ from app.smart.scopes import Grants
 from app.store.db import create_tables, make_engine, make_sessionmaker
 from app.store.models import SessionStore, Vault
 from app.writeback.builders import DraftSpec, SourceDocument
-from app.writeback.outbox import Outbox
-from app.writeback.submit import WriteContext, build_transaction, submit
+from app.writeback.outbox import HELD, Outbox
+from app.writeback.submit import WriteContext, outbox_payload, submit
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class DraftingService:
         ctx = WriteContext(client_id=actor.client_id, token_jti=actor.token_jti,
                            user_reference=actor.user_reference,
                            audit_on_server=profile.audit_event_create and actor.grants.may_create("AuditEvent"))
-        self.s.outbox.put(draft.run_id, client.base_url, build_transaction(spec, ctx, client.base_url))
+        self.s.outbox.put(draft.run_id, client.base_url, outbox_payload(spec, ctx))
         try:
             written = submit(client, self.s.outbox, profile, draft.run_id)
         except AppError as exc:
@@ -133,6 +133,10 @@ class DraftingService:
             return {"state": "queued", "written": None,
                     "reason": f"The EHR did not accept the draft yet ({exc.code}); it is kept in the "
                               "outbox and will be retried."}
+        if (self.s.outbox.get(draft.run_id) or {}).get("state") == HELD:
+            return {"state": HELD, "written": None,
+                    "reason": "This EHR accepts only signed notes: the draft is kept in this app "
+                              "until a clinician approves it, then written as final."}
         refs = [w for w in written.values() if w]
         self._audit(actor, "C", "create", "0", refs, chart.patient_id, client.base_url)
         return {"state": "written", "written": written, "reason": None}
