@@ -23,7 +23,7 @@ ALLOWED_FIELDS = frozenset(
         "code", "error_code", "ok", "token_present", "task", "backend", "model", "run_id",
         "chunks", "documents", "allowed", "denied", "reasons", "attempt", "retry_in_s",
         "method", "route", "http_status", "profile", "written", "queued", "turns",
-        "tokens_in", "tokens_out", "interaction", "host", "port", "url", "version", "scopes",
+        "tokens_in", "tokens_out", "cost_usd", "interaction", "host", "port", "url", "version", "scopes",
     }
 )
 _key = b"unset"

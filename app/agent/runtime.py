@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 
 from app.agent.backends import Backend, BackendResult
 from app.agent.citations import Sentence, verify
@@ -19,11 +21,14 @@ from app.agent.guard import Limits, looks_injected
 from app.agent.tasks import TaskSpec
 from app.errors import AppError
 from app.logging import event, opaque
+from app.retrieval.chunking import Chunk
 from app.retrieval.index import SearchResult
 from app.retrieval.indexer import PatientChart
+from app.retrieval.policy import decide
 
 log = logging.getLogger(__name__)
-AGENT_VERSION = "smart-draft-agent/0.1.0"
+AGENT_VERSION = "smart-draft-agent/0.2.0"
+STATUSES = ("completed", "escalated", "failed", "loop_detected", "limit_exceeded")
 
 
 class LimitExceeded(AppError):
@@ -31,27 +36,68 @@ class LimitExceeded(AppError):
 
 
 class ChartTools:
-    """The only door from a backend to patient data; counts calls against the limits."""
+    """The only door from a backend to patient data; counts calls against the limits.
+
+    Every call is charged: the wall-time deadline, the number of tool calls, and
+    identical repeated calls (same tool, same arguments) beyond ``max_repeats``,
+    which end the run as ``loop_detected``.
+    """
 
     def __init__(self, chart: PatientChart, limits: Limits) -> None:
         self.chart = chart
         self.limits = limits
         self.calls = 0
-        self._seen: dict[tuple[str, int], int] = {}
+        self._seen: dict[tuple[str, str], int] = {}
         self.loop_detected = False
+        self.deadline = time.monotonic() + limits.max_wall_s
 
-    def search(self, query: str, k: int = 6) -> list[SearchResult]:
+    def charge(self, tool: str, args: object = "") -> None:
+        """Count one tool call; raise LimitExceeded when a limit is reached."""
         self.calls += 1
-        key = (query, k)
+        key = (tool, repr(args))
         self._seen[key] = self._seen.get(key, 0) + 1
         if self._seen[key] > self.limits.max_repeats:
             self.loop_detected = True
-            raise LimitExceeded("The agent repeated the same search.", code="loop_detected")
+            raise LimitExceeded("The agent repeated the same tool call.", code="loop_detected")
         if self.calls > self.limits.max_tool_calls:
             raise LimitExceeded("The agent used too many tool calls.")
+        self.check_time()
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise LimitExceeded("The run took longer than its wall-time limit.")
+
+    def search(self, query: str, k: int = 6) -> list[SearchResult]:
+        self.charge("search", (query, k))
         return self.chart.search(query, k=k)
 
+    def read_notes(self) -> list[Chunk]:
+        """Every permitted chunk of the chart, oldest note first (a screen reads them all).
+
+        The policy decision is repeated here, as at search time (defence in depth).
+        """
+        self.charge("read_notes")
+        allowed = {did for did, meta in self.chart.documents.items()
+                   if decide(meta, self.chart.context, self.chart.policy).allowed}
+        chunks = [c for c in self.chart.chunk_by_id().values() if c.document_id in allowed]
+        return sorted(chunks, key=lambda c: ((self.document_date(c.document_id) or ""), c.document_id, c.start))
+
+    def demographics(self) -> dict[str, object]:
+        """Minimum necessary: age in years and administrative gender; never name or identifiers."""
+        self.charge("demographics")
+        patient = self.chart.patient or {}
+        age = None
+        birth = patient.get("birthDate")
+        if isinstance(birth, str) and len(birth) >= 4 and birth[:4].isdigit():
+            today = date.today()
+            age = today.year - int(birth[:4])
+            if len(birth) >= 10 and (today.month, today.day) < (int(birth[5:7]), int(birth[8:10])):
+                age -= 1
+        gender = patient.get("gender") if isinstance(patient.get("gender"), str) else None
+        return {"age_years": age, "gender": gender}
+
     def conditions(self) -> list[dict[str, str]]:
+        self.charge("conditions")
         out = []
         for cond in self.chart.conditions:
             code = cond.get("code") or {}
@@ -97,6 +143,12 @@ class Draft:
     def unsupported(self) -> int:
         return sum(1 for s in self.sentences if not s.supported)
 
+    def ledger_row(self) -> dict[str, object]:
+        """The PHI-free ledger row of this run: ids, counts, cost and timing, never text or patient."""
+        return {"run_id": self.run_id, "task": self.task, "backend": self.backend, "model": self.model,
+                "turns": self.turns, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+                "cost_usd": round(self.cost_usd, 6), "latency_ms": self.latency_ms, "status": self.status}
+
     def cited_documents(self) -> list[tuple[str, str | None]]:
         seen: dict[str, str | None] = {}
         for s in self.sentences:
@@ -108,13 +160,16 @@ class Draft:
         """The JSON output contract of ``python -m app draft --json`` (docs/cli.md)."""
         findings = None
         if self.findings is not None:
-            events = []
-            for ev in self.findings.get("events", []):
-                idx = ev.get("sentence_indexes", [])
-                cites = [c.public() for i in idx for c in self.sentences[i].citations]
-                events.append({k: ev.get(k) for k in ("organ", "term", "ctcae_grade", "attribution",
-                                                       "onset", "status")} | {"citations": cites})
-            findings = {"irae_detected": bool(self.findings.get("irae_detected")), "events": events}
+            def cited(item: dict) -> list[dict[str, object]]:
+                idx = [i for i in item.get("sentence_indexes", []) if 0 <= i < len(self.sentences)]
+                return [c.public() for i in idx for c in self.sentences[i].citations]
+
+            events = [{k: ev.get(k) for k in ("organ", "term", "ctcae_grade", "attribution", "onset", "status")}
+                      | {"citations": cited(ev)} for ev in self.findings.get("events", [])]
+            excluded = [{k: ex.get(k) for k in ("organ", "term", "reason")} | {"citations": cited(ex)}
+                        for ex in self.findings.get("excluded", [])]
+            findings = {"irae_detected": bool(self.findings.get("irae_detected")), "events": events,
+                        "excluded": excluded}
         return {
             "task": self.task, "patient": self.patient_id, "status": self.status,
             "draft": {"text": self.text, "sentences": [s.public() for s in self.sentences],
@@ -130,34 +185,45 @@ class Draft:
 
 
 def run_task(chart: PatientChart, task: TaskSpec, backend: Backend, *, question: str | None = None,
-             limits: Limits | None = None) -> Draft:
+             limits: Limits | None = None, ledger: Callable[[dict[str, object]], None] | None = None) -> Draft:
+    """Run ``task`` for the chart with ``backend`` under ``limits``; never raises for a run that
+    goes wrong after it started: the draft's status says what happened (completed, escalated,
+    failed, loop_detected, limit_exceeded). ``ledger`` receives the PHI-free ledger row."""
     limits = limits or Limits()
     if task.name == "question" and not (question or "").strip():
         raise AppError("Type a question first.", code="question_missing", http_status=400)
     run_id = str(uuid.uuid4())
     tools = ChartTools(chart, limits)
     started = time.monotonic()
-    status = "completed"
     try:
         result = backend.run(task, tools, question=question, limits=limits)
-        status = result.status
     except LimitExceeded as exc:
-        status = exc.code
-        result = BackendResult(sentences=[], status=status, notes=["The run was stopped: " + str(exc)])
+        result = BackendResult(sentences=[], status=exc.code, notes=["The run was stopped: " + str(exc)])
+    except AppError as exc:  # the model endpoint failed after its retries; the message is ours
+        result = BackendResult(sentences=[], status="failed", notes=["The run failed: " + str(exc)])
+        event(log, "agent.backend_failed", run_id=run_id, backend=backend.name, error_code=exc.code)
     latency = int((time.monotonic() - started) * 1000)
-    if latency > limits.max_wall_s * 1000 and status == "completed":
+    status = result.status
+    if status == "completed" and (latency > limits.max_wall_s * 1000
+                                  or result.tokens_in + result.tokens_out > limits.max_tokens
+                                  or result.turns > limits.max_turns):
         status = "limit_exceeded"
+    if status != "completed" and status not in STATUSES:
+        status = "failed"
     sentences = verify(result.sentences, chart.chunk_by_id())
     injected = sorted(d for d, text in chart.texts.items() if looks_injected(text))
     draft = Draft(
         run_id=run_id, task=task.name, patient_id=chart.patient_id, status=status,
-        sentences=sentences, findings=result.findings, injection_suspected=injected,
+        sentences=sentences, findings=result.findings if status == "completed" else None,
+        injection_suspected=injected,
         backend=backend.name, model=backend.model, turns=result.turns,
         tokens_in=result.tokens_in, tokens_out=result.tokens_out, cost_usd=result.cost_usd,
         latency_ms=latency, prompt_version=task.prompt_version, notes=result.notes,
         answer_found=result.answer_found,
     )
-    event(log, "agent.run", run_id=run_id, task=task.name, backend=backend.name, model=backend.model,
-          status=status, turns=result.turns, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
+    row = draft.ledger_row()
+    event(log, "agent.run", **{k: v for k, v in row.items() if k != "latency_ms"},
           duration_ms=latency, patient=opaque(chart.patient_id), count=len(sentences))
+    if ledger is not None:
+        ledger(row)
     return draft

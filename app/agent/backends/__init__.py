@@ -14,6 +14,7 @@ from app.agent.citations import ProposedSentence
 from app.agent.guard import Limits
 from app.agent.tasks import TaskSpec
 from app.errors import NotBuiltError
+from app.retrieval.chunking import Chunk
 from app.retrieval.index import SearchResult
 
 
@@ -25,6 +26,12 @@ class Tools(Protocol):
     def conditions(self) -> list[dict[str, str]]: ...
 
     def document_date(self, document_id: str) -> str | None: ...
+
+    def read_notes(self) -> list[Chunk]: ...
+
+    def demographics(self) -> dict[str, object]: ...
+
+    def check_time(self) -> None: ...
 
 
 @dataclass

@@ -1,0 +1,103 @@
+"""The offline irAE screen on the gold labels of synthetic_data (docs/agent.md has the figures).
+
+Every oncology patient's permitted chart is built from its bundle through the real
+pipeline pieces (tests/unit/test_agent_fixtures.py) and screened through
+``runtime.run_task`` with the offline backend, so citations are verified as in production.
+Floors: precision and recall ≥ 0.85 per patient (irae_detected) and per event
+(patient + organ); CTCAE grade agreement on matched events is reported and held at ≥ 0.85.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.agent.backends.offline import OfflineBackend
+from app.agent.runtime import run_task
+from app.agent.tasks import TASKS
+from tests.unit.test_agent_fixtures import bundle_chart, gold
+
+FLOOR = 0.85
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else 1.0
+
+
+@pytest.fixture(scope="module")
+def drafts():
+    return {g["patient"]: run_task(bundle_chart(g["patient"]), TASKS["irae"], OfflineBackend()) for g in gold()}
+
+
+@pytest.fixture(scope="module")
+def figures(drafts):
+    labels = gold()
+    tp = fp = fn = 0
+    etp = efp = efn = 0
+    graded = grade_agree = 0
+    for g in labels:
+        contract = drafts[g["patient"]].contract(None)
+        found = contract["findings"]
+        predicted, truth = found["irae_detected"], g["irae_detected"]
+        tp += predicted and truth
+        fp += predicted and not truth
+        fn += truth and not predicted
+        pred_events = {e["organ"]: e for e in found["events"]}
+        gold_events = {e["organ"]: e for e in g["events"]}
+        etp += len(pred_events.keys() & gold_events.keys())
+        efp += len(pred_events.keys() - gold_events.keys())
+        efn += len(gold_events.keys() - pred_events.keys())
+        for organ in pred_events.keys() & gold_events.keys():
+            graded += 1
+            grade_agree += pred_events[organ]["ctcae_grade"] == gold_events[organ]["ctcae_grade"]
+    out = {
+        "patient_precision": _ratio(tp, tp + fp), "patient_recall": _ratio(tp, tp + fn),
+        "event_precision": _ratio(etp, etp + efp), "event_recall": _ratio(etp, etp + efn),
+        "grade_agreement": _ratio(grade_agree, graded),
+        "counts": {"patients": len(labels), "tp": tp, "fp": fp, "fn": fn,
+                   "events_tp": etp, "events_fp": efp, "events_fn": efn, "graded": graded},
+    }
+    print("\nirAE gold figures:", out)
+    return out
+
+
+def test_gold_set_is_the_documented_one():
+    labels = gold()
+    assert len(labels) == 14
+    assert sum(len(g["events"]) for g in labels) == 11
+    assert sum(1 for g in labels if not g["irae_detected"]) == 6
+
+
+def test_patient_level_precision_and_recall_meet_the_floor(figures):
+    assert figures["patient_precision"] >= FLOOR, figures
+    assert figures["patient_recall"] >= FLOOR, figures
+
+
+def test_event_level_precision_and_recall_meet_the_floor(figures):
+    assert figures["event_precision"] >= FLOOR, figures
+    assert figures["event_recall"] >= FLOOR, figures
+
+
+def test_grade_agreement_meets_the_floor(figures):
+    assert figures["grade_agreement"] >= FLOOR, figures
+
+
+def test_every_reported_event_cites_verified_text(drafts):
+    for patient, draft in drafts.items():
+        contract = draft.contract(None)
+        assert draft.status == "completed", patient
+        for event in contract["findings"]["events"]:
+            assert event["citations"], (patient, event["organ"])
+        for sentence in contract["draft"]["sentences"]:
+            assert sentence["supported"], (patient, sentence["text"][:60])
+
+
+def test_distractors_are_reported_as_exclusions_not_events(drafts):
+    for g in gold():
+        if not g["distractors"]:
+            continue
+        findings = drafts[g["patient"]].findings
+        excluded_docs = {
+            c.document for x in findings["excluded"] for i in x["sentence_indexes"]
+            for c in drafts[g["patient"]].sentences[i].citations}
+        for distractor in g["distractors"]:
+            assert set(distractor["documents"]) & excluded_docs, (g["patient"], distractor["kind"])
