@@ -62,7 +62,7 @@ from app.writeback.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Submitter", "WriteContext", "build_transaction", "find_written", "outbox_payload",
+__all__ = ["Submitter", "WriteContext", "build_transaction", "edit_held", "find_written", "outbox_payload", "release_held",
            "retry_due", "spec_from_json", "spec_to_json", "submit"]
 
 Hook = Callable[[str], None]
@@ -164,7 +164,8 @@ def _ids_from_response(bundle: dict) -> dict[str, str | None]:
         ref, rtype = _ref_from(entry.get("resource"), (entry.get("response") or {}).get("location"),
                                tuple(_TYPE_KEYS))
         if rtype in _TYPE_KEYS and ref:
-            written[_TYPE_KEYS[rtype]] = ref
+            # the draft is kept versioned (Provenance targets it); the others by id
+            written[_TYPE_KEYS[rtype]] = ref if rtype == "DocumentReference" else "/".join(ref.split("/")[:2])
     return written
 
 
@@ -407,3 +408,41 @@ def retry_due(client_for: Callable[[dict], FhirClient], outbox: Outbox,
 
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def release_held(outbox: Outbox, run_id: str, *, reviewer: str, at: datetime,
+                 text: str | None = None) -> None:
+    """A clinician approved a held draft (Oracle Health): it becomes pending with the approval.
+
+    The next ``submit`` writes it ``docStatus=final`` with ``authenticator`` =
+    the reviewer, its AI Provenance and a verifier Provenance. ``text``
+    replaces the draft's text when the clinician edited it before approving.
+    """
+    item = outbox.get(run_id)
+    payload = outbox.payload(run_id)
+    if item is None or payload is None:
+        raise AppError("No such draft in the outbox.", code="outbox_missing", http_status=404)
+    if item["state"] != ob.HELD:
+        raise AppError("This draft is not waiting for approval in the app.", code="not_held",
+                       http_status=409)
+    payload = dict(payload, approval={"reviewer": reviewer, "at": _instant_str(at)})
+    if text is not None:
+        payload["spec"] = dict(payload["spec"], text=text)
+    outbox.replace_payload(run_id, payload, state=ob.PENDING)
+
+
+def edit_held(outbox: Outbox, run_id: str, text: str) -> str:
+    """Replace the text of a held draft; returns the previous text (for the edit distance)."""
+    item, payload = outbox.get(run_id), outbox.payload(run_id)
+    if item is None or payload is None or item["state"] != ob.HELD:
+        raise AppError("This draft is not waiting for approval in the app.", code="not_held",
+                       http_status=409)
+    old = str(payload["spec"]["text"])
+    outbox.replace_payload(run_id, dict(payload, spec=dict(payload["spec"], text=text)))
+    return old
+
+
+def _instant_str(at: datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError("approval time needs a timezone")
+    return at.isoformat()
