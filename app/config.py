@@ -6,6 +6,7 @@ not). Invalid combinations fail at start-up with a message that says what to set
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,18 @@ class Settings(BaseSettings):
         default=False, description="Allow 'connect without auth' to APP_FHIR_BASE_URL (development only).")
     llm_backend: Literal["offline", "anthropic", "openai"] = "offline"
     anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_api_key: SecretStr | None = None
+    openai_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint base, e.g. http://127.0.0.1:8001/v1 (vLLM).")
+    openai_model: str | None = None
+    openai_api_key: SecretStr | None = None
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = Field(default=3, ge=0, le=10)
+    llm_max_output_tokens: int = Field(default=4096, ge=256, le=64000)
+    llm_pseudonymise: bool | None = Field(
+        default=None, description="Pseudonymise names, identifiers and dates; default on for anthropic.")
+    llm_price_in_per_mtok: float | None = None
+    llm_price_out_per_mtok: float | None = None
     embedding_model: str | None = Field(
         default=None, description="Path or name of a sentence-transformers model; default bundled."
     )
@@ -77,13 +90,17 @@ class Settings(BaseSettings):
         if self.secret_key.get_secret_value() == _TEST_SECRET and not self.testing:
             raise ConfigError("APP_SECRET_KEY is the test key: set a real secret outside tests.")
         if self.llm_backend != "offline":
-            # The network backends are not part of the foundation; fail loudly, never pretend.
             from app.agent.backends import available_backends
 
             if self.llm_backend not in available_backends():
                 raise ConfigError(
                     f"APP_LLM_BACKEND={self.llm_backend} is not built yet; use 'offline'."
                 )
+        if self.llm_backend == "openai" and not (self.openai_base_url and self.openai_model):
+            raise ConfigError("APP_LLM_BACKEND=openai needs APP_OPENAI_BASE_URL and APP_OPENAI_MODEL.")
+        if self.llm_backend == "anthropic" and self.anthropic_api_key is None \
+                and not os.environ.get("ANTHROPIC_API_KEY"):
+            raise ConfigError("APP_LLM_BACKEND=anthropic needs APP_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY).")
         return self
 
     @property

@@ -96,7 +96,7 @@ class DraftingService:
     def draft(self, chart: PatientChart, task_name: str, *, question: str | None = None,
               backend_name: str | None = None) -> Draft:
         task = get_task(task_name)
-        backend = get_backend(backend_name or self.s.settings.llm_backend)
+        backend = get_backend(backend_name or self.s.settings.llm_backend, self.s.settings)
         return run_task(chart, task, backend, question=question)
 
     def write(self, client: FhirClient, chart: PatientChart, draft: Draft, actor: Actor,

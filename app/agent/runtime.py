@@ -82,6 +82,10 @@ class ChartTools:
         chunks = [c for c in self.chart.chunk_by_id().values() if c.document_id in allowed]
         return sorted(chunks, key=lambda c: ((self.document_date(c.document_id) or ""), c.document_id, c.start))
 
+    def patient_resource(self) -> dict | None:
+        """The Patient resource, for the app's pseudonymiser only (not a model tool)."""
+        return self.chart.patient
+
     def demographics(self) -> dict[str, object]:
         """Minimum necessary: age in years and administrative gender; never name or identifiers."""
         self.charge("demographics")

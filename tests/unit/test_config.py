@@ -20,10 +20,15 @@ def test_secret_key_required_outside_tests(monkeypatch):
     assert "APP_SECRET_KEY" in str(exc.value)
 
 
-def test_unbuilt_backend_fails_at_start_up():
+def test_model_backend_without_its_settings_fails_at_start_up(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError) as exc:
         load_settings(testing=True, llm_backend="anthropic")
-    assert "not built" in str(exc.value)
+    assert "APP_ANTHROPIC_API_KEY" in str(exc.value)
+    assert load_settings(testing=True, llm_backend="anthropic", anthropic_api_key="k").llm_backend == "anthropic"
+    with pytest.raises(ConfigError) as exc:
+        load_settings(testing=True, llm_backend="openai")
+    assert "APP_OPENAI_BASE_URL" in str(exc.value)
 
 
 def test_invalid_value_names_the_variable_not_the_value():

@@ -1,14 +1,16 @@
 """LLM backends behind one small interface, registered the same way.
 
-Built-in: ``offline`` (deterministic, no network). ``anthropic`` and ``openai``
-are not built yet: asking for them raises ``NotBuiltError`` (never a pretend result).
+Built-in, registered the way a third party would register one: ``offline``
+(deterministic, no network, the default), ``anthropic`` (Claude, Messages API with
+tool use) and ``openai`` (OpenAI-compatible /v1/chat/completions: vLLM, Ollama,
+llama.cpp). An unknown name raises ``NotBuiltError``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app.agent.citations import ProposedSentence
 from app.agent.guard import Limits
@@ -16,6 +18,9 @@ from app.agent.tasks import TaskSpec
 from app.errors import NotBuiltError
 from app.retrieval.chunking import Chunk
 from app.retrieval.index import SearchResult
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 
 class Tools(Protocol):
@@ -32,6 +37,10 @@ class Tools(Protocol):
     def demographics(self) -> dict[str, object]: ...
 
     def check_time(self) -> None: ...
+
+    def patient_resource(self) -> dict | None:
+        """For the app's pseudonymiser only; never sent to a model."""
+        ...
 
 
 @dataclass
@@ -54,10 +63,11 @@ class Backend(Protocol):
     def run(self, task: TaskSpec, tools: Tools, *, question: str | None, limits: Limits) -> BackendResult: ...
 
 
-_REGISTRY: dict[str, Callable[[], Backend]] = {}
+_REGISTRY: dict[str, Callable[..., Backend]] = {}
 
 
-def register(name: str, factory: Callable[[], Backend]) -> None:
+def register(name: str, factory: Callable[..., Backend]) -> None:
+    """``factory(settings)`` builds the backend; ``settings`` may be None (read the environment)."""
     _REGISTRY[name] = factory
 
 
@@ -66,15 +76,32 @@ def available_backends() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, settings: Settings | None = None) -> Backend:
     _builtin()
     if name not in _REGISTRY:
-        raise NotBuiltError(f"The '{name}' backend is not built yet; use 'offline'.", code="backend_not_built")
-    return _REGISTRY[name]()
+        raise NotBuiltError(f"The '{name}' backend is not built; choose one of {', '.join(sorted(_REGISTRY))}.",
+                            code="backend_not_built")
+    return _REGISTRY[name](settings)
+
+
+def _offline(settings: Settings | None = None) -> Backend:
+    from app.agent.backends.offline import OfflineBackend
+
+    return OfflineBackend()
+
+
+def _anthropic(settings: Settings | None = None) -> Backend:
+    from app.agent.backends.anthropic import build
+
+    return build(settings)
+
+
+def _openai(settings: Settings | None = None) -> Backend:
+    from app.agent.backends.openai import build
+
+    return build(settings)
 
 
 def _builtin() -> None:
-    if "offline" not in _REGISTRY:
-        from app.agent.backends.offline import OfflineBackend
-
-        register("offline", OfflineBackend)
+    for name, factory in (("offline", _offline), ("anthropic", _anthropic), ("openai", _openai)):
+        _REGISTRY.setdefault(name, factory)
