@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
 
 from app.errors import AppError
 from app.review.workflow import ConflictError, ReviewService, draft_text
@@ -16,9 +16,11 @@ bp = Blueprint("review", __name__)
 def _service(state) -> ReviewService:  # type: ignore[no-untyped-def]
     actor = actor_for(state)
     s = services()
-    return ReviewService(client_for(state), s.maker, s.audit, actor.grants,
+    client = client_for(state)
+    return ReviewService(client, s.maker, s.audit, actor.grants,
                          reviewer=state.user_reference or "unknown", client_id=actor.client_id,
-                         token_jti=actor.token_jti)
+                         token_jti=actor.token_jti, outbox=s.outbox,
+                         profile=s.drafting().profile(client))
 
 
 def _written(state, run_id: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
@@ -78,3 +80,58 @@ def line_diff(before: str, after: str) -> list[tuple[str, str]]:
         if line[:1] in (" ", "-", "+"):
             out.append((line[0], line[2:]))
     return out
+
+
+@bp.post("/api/drafts/<run_id>/review")
+def api_review(run_id: str):  # type: ignore[no-untyped-def]
+    """JSON review: ``{"action": "approve"|"edit"|"reject", "version"?, "text"?, "reason"?,
+    "ack_unsupported"?: bool}``. A 409 ``review_conflict`` carries what changed."""
+    state = current()
+    draft = state.drafts.get(run_id)
+    if draft is None:
+        abort(404)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise AppError("Send a JSON object with 'action'.", code="bad_request", http_status=400)
+    action = body.get("action")
+    svc = _service(state)
+    result = state.results.get(run_id) or {}
+    ack = body.get("ack_unsupported") is True
+    record: dict = {"action": action}
+    if result.get("state") == "held_until_approval":
+        if action == "approve":
+            out = svc.approve_held(run_id, unsupported=draft.unsupported, acknowledged_unsupported=ack)
+            record.update(document_reference=out.document_reference, provenance=out.provenance)
+            written = services().outbox.get(run_id)["written"]
+            state.results[run_id] = dict(result, state="written", written=written, review=record)
+        elif action == "edit":
+            record["edit_distance"] = svc.edit_held(run_id, str(body.get("text", "")))
+        elif action == "reject":
+            svc.reject_held(run_id, str(body.get("reason", "")))
+            record["reason"] = body.get("reason")
+            state.results[run_id] = dict(result, state="rejected", review=record)
+        else:
+            raise AppError("Unknown review action.", code="bad_action", http_status=400)
+        state.reviews.setdefault(run_id, []).append(record)
+        return jsonify(record)
+    doc_id, version = _written(state, run_id)
+    version = str(body.get("version") or version)
+    try:
+        if action == "approve":
+            out = svc.approve(doc_id, version, unsupported=draft.unsupported, acknowledged_unsupported=ack)
+        elif action == "edit":
+            out = svc.edit(doc_id, version, str(body.get("text", "")))
+        elif action == "reject":
+            out = svc.reject(doc_id, version, str(body.get("reason", "")))
+        else:
+            raise AppError("Unknown review action.", code="bad_action", http_status=400)
+    except ConflictError as exc:
+        return jsonify(exc.to_dict() | {"changes": exc.changes}), 409
+    record.update(document_reference=out.document_reference, provenance=out.provenance)
+    if action == "reject":
+        record["reason"] = body.get("reason")
+    written = dict(result.get("written") or {}, document_reference=out.document_reference)
+    final = record if action in ("approve", "reject") else result.get("review")
+    state.results[run_id] = dict(result, written=written, review=final)
+    state.reviews.setdefault(run_id, []).append(record)
+    return jsonify(record)
