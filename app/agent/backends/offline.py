@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from app.agent.backends import BackendResult, Tools
-from app.agent.citations import ProposedSentence, split_sentences
+from app.agent.citations import ProposedSentence
 from app.agent.guard import Limits, looks_injected
 from app.agent.tasks import TaskSpec
 from app.retrieval.index import SearchResult
@@ -22,6 +22,8 @@ _STOP = frozenset(
 )
 _WORD = re.compile(r"[a-z0-9]+")
 _BOOST_SECTIONS = ("assessment", "plan", "impression")
+# Note banners (who, record number, author) and bare headings carry no clinical content.
+_BANNER = re.compile(r"\b(?:MRN|DOB)\s*:|^(?:Patient|Author|Date of service)\s*:|^[A-Z][A-Z &/-]{6,}$")
 
 
 def _terms(text: str) -> set[str]:
@@ -30,12 +32,14 @@ def _terms(text: str) -> set[str]:
 
 def candidate_sentences(results: list[SearchResult]) -> list[tuple[SearchResult, str]]:
     """Verbatim sentences of retrieved chunks, skipping injected or trivial ones."""
+    from app.agent.irae import _pieces
+
     out: list[tuple[SearchResult, str]] = []
     for res in results:
         text = res.chunk.text
-        for start, end in split_sentences(text):
+        for start, end in _pieces(text):
             sentence = text[start:end].strip()
-            if len(sentence) < 25 or len(sentence) > 400 or looks_injected(sentence):
+            if len(sentence) < 25 or len(sentence) > 400 or looks_injected(sentence) or _BANNER.search(sentence):
                 continue
             if sentence.rstrip(":").istitle() or sentence.endswith(":"):
                 continue
