@@ -168,6 +168,10 @@ class FakeFhir:
         if method == "GET" and len(parts) == 2:
             versions = self.store.get(parts[0], {}).get(parts[1])
             return (200, {}, json.dumps(versions[-1])) if versions else (404, {}, "")
+        if method == "GET" and len(parts) == 4 and parts[2] == "_history":
+            versions = self.store.get(parts[0], {}).get(parts[1]) or []
+            match = [v for v in versions if v["meta"]["versionId"] == parts[3]]
+            return (200, {}, json.dumps(match[0])) if match else (404, {}, "")
         if method == "POST" and len(parts) == 1:
             cond = headers.get("If-None-Exist")
             if cond:
