@@ -107,6 +107,32 @@ def draft(fhir_base: str, patient: str, task: str, question: str | None, backend
     sys.exit(0 if result["status"] == "completed" else 1)
 
 
+@main.group()
+def cache() -> None:
+    """The encrypted embedding cache (APP_DATA_DIR/embedding-cache.sqlite)."""
+
+
+@cache.command()
+@click.option("--model", default=None, help="Only this embedding model id (and its int8 variant).")
+@click.option("--older-than-days", type=float, default=None, help="Only entries older than this.")
+def purge(model: str | None, older_than_days: float | None) -> None:
+    """Delete cached vectors and chunk boundaries (all by default); prints how many."""
+    from app.config import load_settings
+    from app.retrieval.cache import EmbeddingCache
+
+    try:
+        settings = load_settings()
+    except AppError as exc:
+        _fail(exc)
+    store = EmbeddingCache.in_dir(settings.data_dir, settings.secret())
+    try:
+        removed = store.purge(model_id=model, older_than_s=None if older_than_days is None
+                              else older_than_days * 86400)
+        click.echo(json.dumps({"removed": removed, "remaining": store.stats()}))
+    finally:
+        store.close()
+
+
 @main.command(name="eval")
 def eval_cmd() -> None:
     """Evaluate the backends on the gold sets (not built yet)."""
@@ -149,7 +175,34 @@ def export(out: str) -> None:
             fh.write(bundle)
 
 
-@main.command()
-def outbox() -> None:
-    """List the outbox (run ids, states, attempts; never payloads)."""
-    click.echo(json.dumps(_services().outbox.all(), indent=2))
+@main.group(invoke_without_command=True)
+@click.pass_context
+def outbox(ctx: click.Context) -> None:
+    """List the outbox (run ids, states, attempts; never payloads); `outbox retry` sends what is due."""
+    if ctx.invoked_subcommand is None:
+        click.echo(json.dumps(_services().outbox.all(), indent=2))
+
+
+@outbox.command()
+@click.option("--force", is_flag=True, help="Also retry failed items and items still backing off.")
+@click.option("--auth", type=click.Choice(["auto", "backend", "none"]), default="auto", show_default=True,
+              help="backend: SMART Backend Services with APP_PRIVATE_KEY_PATH; none: open server.")
+def retry(force: bool, auth: str) -> None:
+    """Send the pending drafts whose backoff has elapsed; exit 1 when any is still pending."""
+    from app.draft_cli import connect
+    from app.writeback.submit import retry_due
+
+    services = _services()
+    clients: dict = {}
+
+    def client_for(item: dict):  # type: ignore[no-untyped-def]
+        if item["fhir_base"] not in clients:
+            clients[item["fhir_base"]] = connect(services, item["fhir_base"], auth)[0]
+        return clients[item["fhir_base"]]
+
+    try:
+        results = retry_due(client_for, services.outbox, services.drafting().profile, force=force)
+    except AppError as exc:
+        _fail(exc)
+    click.echo(json.dumps(results, indent=2))
+    sys.exit(1 if any(r.get("state") in ("pending", "failed") for r in results) else 0)
