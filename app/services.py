@@ -97,7 +97,14 @@ class DraftingService:
               backend_name: str | None = None) -> Draft:
         task = get_task(task_name)
         backend = get_backend(backend_name or self.s.settings.llm_backend, self.s.settings)
-        return run_task(chart, task, backend, question=question)
+        started = datetime.now(UTC)
+        draft = run_task(chart, task, backend, question=question)
+        # the model call in the audit trail: model, run, patient, timing; never prompt or text
+        self.s.audit.record_model_call(
+            started=started, ended=datetime.now(UTC), outcome="0" if draft.status == "completed" else "4",
+            user_reference=None, client_id=self.s.settings.client_id, token_jti=None,
+            backend=draft.backend, model_id=draft.model, run_id=draft.run_id, patient_id=chart.patient_id)
+        return draft
 
     def write(self, client: FhirClient, chart: PatientChart, draft: Draft, actor: Actor,
               *, encounter_id: str | None = None) -> dict:

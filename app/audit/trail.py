@@ -38,7 +38,12 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from app.errors import AppError
 from app.store.db import Base
-from app.writeback.builders import AUDIT_ACTIONS, AUDIT_OUTCOMES, create_audit_event
+from app.writeback.builders import (
+    AUDIT_ACTIONS,
+    AUDIT_OUTCOMES,
+    create_audit_event,
+    create_model_call_audit_event,
+)
 
 __all__ = ["GENESIS_HASH", "AuditEntry", "AuditTrail", "VerifyResult", "canonical_json",
            "check_phi_free"]
@@ -189,6 +194,17 @@ class AuditTrail:
             user_reference=user_reference, client_id=client_id, token_jti=token_jti,
             entity_references=entity_references, patient_id=patient_id,
             destination=destination, query=query)
+        return self.append(model.model_dump(mode="json", exclude_none=True, by_alias=True))
+
+    def record_model_call(self, *, started: datetime, ended: datetime, outcome: str,
+                          user_reference: str | None, client_id: str, token_jti: str | None,
+                          backend: str, model_id: str, run_id: str,
+                          patient_id: str | None) -> AuditEntry:
+        """A language-model call: which model, which run, for which patient, how long; no text."""
+        model = create_model_call_audit_event(
+            started=started, ended=ended, outcome=outcome, user_reference=user_reference,
+            client_id=client_id, token_jti=token_jti, backend=backend, model_id=model_id,
+            run_id=run_id, patient_id=patient_id)
         return self.append(model.model_dump(mode="json", exclude_none=True, by_alias=True))
 
     # -- reading ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ __all__ = [
     "AIAST", "AI_DEVICE_TYPE", "CONFIDENTIALITY_SYSTEM", "IDENTIFIER_SYSTEM",
     "PROMPT_IDENTIFIER_SYSTEM", "DEVICE_IDENTIFIER_SYSTEM", "REVIEW_TAG_SYSTEM",
     "REJECT_REASON_SYSTEM", "DraftSpec", "SourceDocument", "create_ai_device",
+    "create_model_call_audit_event",
     "create_audit_event", "create_document_reference", "create_provenance",
     "create_rejection_provenance", "create_verification_provenance", "device_identifier",
     "highest_confidentiality", "versioned_reference",
@@ -447,3 +448,60 @@ def create_audit_event(*, action: str, subtype: str, outcome: str, recorded: dat
     if entities:
         resource["entity"] = entities
     return AuditEvent.model_validate(resource)
+
+
+MODEL_CALL_SYSTEM = "urn:smart-draft-agent:audit"
+MODEL_IDENTIFIER_SYSTEM = "urn:smart-draft-agent:model"
+
+
+def create_model_call_audit_event(*, started: datetime, ended: datetime, outcome: str,
+                                  user_reference: str | None, client_id: str, token_jti: str | None,
+                                  backend: str, model_id: str, run_id: str,
+                                  patient_id: str | None) -> AuditEvent:
+    """A call of the language model (no BALP pattern exists; shaped like its REST events).
+
+    ``type`` DCM 110100 Application Activity, ``subtype`` ``model-call``;
+    entities: the model by identifier (``backend/model``), the run by its
+    draft-run identifier and the patient. ``period`` holds the timing.
+    Never the prompt or the completion.
+    """
+    if outcome not in AUDIT_OUTCOMES:
+        raise ValueError(f"unknown AuditEvent.outcome {outcome!r}")
+    client: dict[str, object] = {
+        "type": {"coding": [_coding(DCM, "110153", "Source Role ID")]},
+        "who": {"identifier": {"system": CLIENT_ID_SYSTEM, "value": client_id},
+                "display": "smart-draft-agent"},
+        "requestor": not user_reference}
+    agents: list[dict[str, object]] = [client]
+    if user_reference:
+        user: dict[str, object] = {"type": {"coding": [_user_agent_type("E")]},
+                                   "who": {"reference": user_reference}, "requestor": True}
+        if token_jti:
+            user["policy"] = [token_jti]
+        agents.append(user)
+    elif token_jti:
+        client["policy"] = [token_jti]
+    entities: list[dict[str, object]] = [
+        {"what": {"identifier": {"system": MODEL_IDENTIFIER_SYSTEM, "value": f"{backend}/{model_id}"}},
+         "type": _coding(AUDIT_ENTITY_TYPE, "2", "System Object"),
+         "role": _coding(OBJECT_ROLE, "4", "Domain Resource")},
+        {"what": {"identifier": {"system": IDENTIFIER_SYSTEM, "value": run_id}},
+         "type": _coding(AUDIT_ENTITY_TYPE, "2", "System Object"),
+         "role": _coding(OBJECT_ROLE, "20", "Job")}]
+    if patient_id:
+        entities.append({"what": {"reference": f"Patient/{patient_id}"},
+                         "type": _coding(AUDIT_ENTITY_TYPE, "1", "Person"),
+                         "role": _coding(OBJECT_ROLE, "1", "Patient")})
+    return AuditEvent.model_validate({
+        "resourceType": "AuditEvent",
+        "type": _coding(DCM, "110100", "Application Activity"),
+        "subtype": [_coding(MODEL_CALL_SYSTEM, "model-call", "model call")],
+        "action": "E",
+        "period": {"start": _instant(started), "end": _instant(ended)},
+        "recorded": _instant(ended),
+        "outcome": outcome,
+        "agent": agents,
+        "source": {"observer": {"display": "smart-draft-agent"},
+                   "type": [_coding(SECURITY_SOURCE_TYPE, "4", "Application Server")]},
+        "entity": entities,
+    })

@@ -401,6 +401,11 @@ def _examples() -> dict[str, dict]:
             target_reference="DocumentReference/d9/_history/3", recorded=WHEN,
             reviewer_reference="Practitioner/prac-onc-1", reason_code="unsupported_claims")),
         "AuditEvent-create.json": _json(_audit()),
+        "AuditEvent-model-call.json": _json(b.create_model_call_audit_event(
+            started=WHEN, ended=WHEN + timedelta(seconds=4), outcome="0",
+            user_reference="Practitioner/prac-onc-1", client_id="smart-draft-agent-client",
+            token_jti=JTI, backend="offline", model_id="offline-1", run_id=spec.run_id,
+            patient_id="pat-1")),
         "AuditEvent-search.json": _json(_audit(
             action="E", subtype="search-type", entity_references=[],
             query="DocumentReference?patient=pat-1&type=11506-3")),
