@@ -179,3 +179,33 @@ def test_audit_verify_cli_passes_then_fails_after_one_byte(stack, session, monke
         con.commit()
         con.close()
     assert runner.invoke(main, ["audit", "verify"]).exit_code == 0
+
+
+def test_integrator_queries_of_docs_integrators_md(stack, session) -> None:  # type: ignore[no-untyped-def]
+    """The queries docs/integrators.md lists, run as written against the sandbox's FHIR server."""
+    body = _draft(stack, session)
+    run_id = body["run"]["run_id"]
+    [doc] = _by_run(stack, run_id)
+    ids = lambda bundle, t: {e["resource"]["id"] for e in bundle.get("entry", [])  # noqa: E731
+                             if e["resource"]["resourceType"] == t}
+    by_system = _fhir(stack, "DocumentReference", patient="Patient/pat-onc-01",
+                      identifier=f"{IDENTIFIER_SYSTEM}|")
+    by_label = _fhir(stack, "DocumentReference", patient="Patient/pat-onc-01",
+                     _security="http://terminology.hl7.org/CodeSystem/v3-ObservationValue|AIAST")
+    assert doc["id"] in ids(by_system, "DocumentReference") and doc["id"] in ids(by_label, "DocumentReference")
+    # drafts by model version: Device by identifier, then its Provenance with the targets
+    [ai] = [p for p in _provenances(stack, doc["id"]) if not (p.get("meta") or {}).get("tag")]
+    device_ref = next(a["who"]["reference"] for a in ai["agent"] if a["type"]["coding"][0]["code"] == "author")
+    device = _fhir(stack, device_ref)
+    [ident] = [i for i in device["identifier"] if i["system"] == "urn:smart-draft-agent:ai-device"]
+    assert ident["value"] == f"{body['run']['model']}@" + ident["value"].split("@")[1]
+    found = _fhir(stack, "Device", identifier=f"urn:smart-draft-agent:ai-device|{ident['value']}")
+    assert ids(found, "Device") == {device["id"]}
+    drafts = _fhir(stack, "Provenance", agent=f"Device/{device['id']}", _include="Provenance:target")
+    assert doc["id"] in ids(drafts, "DocumentReference")
+    # the model call is in the local trail, without text
+    events = stack.flask_app.extensions["smart_draft"].audit.entries()
+    calls = [e for e in events if e["subtype"][0]["code"] == "model-call"
+             and {"system": IDENTIFIER_SYSTEM, "value": run_id} in
+             [x["what"].get("identifier") for x in e["entity"]]]
+    assert len(calls) == 1
