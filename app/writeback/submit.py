@@ -62,8 +62,8 @@ from app.writeback.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Submitter", "WriteContext", "build_transaction", "edit_held", "find_written", "outbox_payload", "release_held",
-           "retry_due", "spec_from_json", "spec_to_json", "submit"]
+__all__ = ["Submitter", "WriteContext", "build_transaction", "edit_held", "find_written", "outbox_payload",
+           "release_held", "retry_due", "spec_from_json", "spec_to_json", "submit"]
 
 Hook = Callable[[str], None]
 KEYS = ("document_reference", "device", "provenance", "verification", "audit_event")

@@ -9,7 +9,10 @@ from click.testing import CliRunner
 
 from app.cli import main
 from app.writeback.submit import outbox_payload
-from tests.contract.test_submit import BASE, CTX, Fault, fake, spec  # noqa: F401
+from tests.contract import test_submit as base
+from tests.contract.test_submit import BASE, CTX, Fault, spec
+
+fake = base.fake  # fixture shared with test_submit.py
 
 
 @pytest.fixture

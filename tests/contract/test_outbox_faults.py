@@ -23,7 +23,7 @@ from app.store.models import Vault
 from app.writeback.builders import REVIEW_TAG_SYSTEM
 from app.writeback.outbox import Outbox
 from app.writeback.submit import Submitter, release_held
-from tests.contract.test_submit import GENERIC_NO_TX, Fault, FakeFhir, client, put
+from tests.contract.test_submit import GENERIC_NO_TX, FakeFhir, Fault, client, put
 
 MODES = {
     "transaction": PROFILES["sekmet"],

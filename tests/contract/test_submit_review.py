@@ -11,7 +11,11 @@ from app.review.workflow import ConflictError, ReviewService, edit_distance
 from app.smart.scopes import Grants
 from app.writeback.builders import REVIEW_TAG_SYSTEM
 from app.writeback.submit import submit
-from tests.contract.test_submit import CANARY, client, fake, maker, outbox, put  # noqa: F401
+from tests.contract import test_submit as base
+from tests.contract.test_submit import CANARY, client, put
+
+# fixtures shared with test_submit.py
+fake, maker, outbox = base.fake, base.maker, base.outbox
 
 WRITER = Grants.parse("user/DocumentReference.cruds user/Provenance.c")
 READER = Grants.parse("user/DocumentReference.rs user/Provenance.c")
