@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     fhir_timeout_s: float = 20.0
     max_attachment_bytes: int = 2_000_000
     max_documents: int = 2000
+    embedding_cache: bool = Field(
+        default=True, description="Keep an encrypted embedding cache under APP_DATA_DIR (re-launches embed only new text).")
 
     @field_validator("data_dir")
     @classmethod

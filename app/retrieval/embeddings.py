@@ -32,6 +32,7 @@ EXPECTED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
 WEIGHTS_FILE = "model.safetensors"
 MAX_THREADS = 4
+PRECISIONS = ("fp32", "int8")
 
 
 def default_model_path() -> Path:
@@ -71,6 +72,17 @@ def _thread_count() -> int:
     return max(1, min(MAX_THREADS, cores))
 
 
+def _quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of every Linear layer (weights int8, activations per batch)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch marks the eager API deprecated; it still works
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class Embedder:
     """Encode texts to L2-normalised float32 vectors; count tokens as the model does."""
 
@@ -82,11 +94,16 @@ class Embedder:
         batch_size: int = 64,
         device: str = "cpu",
         num_threads: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         """``model``: a directory or a model name found in the local Hugging Face cache;
         None for the bundled all-MiniLM-L6-v2. ``expected_sha256``: checked against the
         directory's model.safetensors before loading; for the bundled model it defaults
-        to ``EXPECTED_SHA256`` and cannot be skipped."""
+        to ``EXPECTED_SHA256`` and cannot be skipped. ``precision``: ``fp32`` (as shipped)
+        or ``int8`` (torch dynamic quantisation of the Linear layers, CPU only; vectors
+        differ slightly, so ``model_id`` says which, and caches never mix the two)."""
+        if precision not in PRECISIONS:
+            raise ConfigError(f"Embedding precision must be one of {PRECISIONS}, not {precision!r}.")
         bundled = default_model_path()
         if model is None or (Path(model).is_dir() and Path(model).resolve() == bundled.resolve()):
             source: str | Path = bundled
@@ -104,6 +121,10 @@ class Embedder:
         self.batch_size = batch_size
         self.device = device
         self._model = self._load(source, device, num_threads)
+        self.precision = precision
+        if precision == "int8":
+            self._model = _quantize_int8(self._model)
+            self.model_id += "+int8"
         get_dim = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
         dim = get_dim()
@@ -159,3 +180,42 @@ class Embedder:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+class HashingEmbedder:
+    """A deterministic, model-free stand-in with ``Embedder``'s interface (tests, smoke runs).
+
+    Each word is hashed into one of ``dim`` buckets (feature hashing), the
+    vector L2-normalised. It knows no meaning, only shared words: use it where
+    the property under test is not embedding quality (permission filters,
+    caching, progress). ``calls`` and ``texts_encoded`` count the work done.
+    """
+
+    def __init__(self, dim: int = 64, *, model_id: str = "hashing-64", max_tokens: int = 256,
+                 ) -> None:
+        self.dim = dim
+        self.model_id = model_id
+        self.max_tokens = max_tokens
+        self.precision = "fp32"
+        self.calls = 0
+        self.texts_encoded = 0
+        self.seen: list[str] = []  # every text encoded, in order (tests inspect it)
+
+    def count_tokens(self, text: str) -> int:
+        from app.retrieval.chunking import approximate_tokens
+
+        return approximate_tokens(text)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not one string")
+        self.calls += 1
+        self.texts_encoded += len(texts)
+        self.seen.extend(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                digest = hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+                out[i, int.from_bytes(digest, "little") % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.ascontiguousarray(out / np.where(norms > 0, norms, 1.0), dtype=np.float32)

@@ -2,6 +2,12 @@
 
 The PHI boundary: a document the policy denies is never fetched for its
 content, never embedded, never indexed. Only counts by reason leave here.
+
+Documents are indexed most recent first, so drafting can start early; progress
+(n of m) is on ``chart.progress``. With an ``EmbeddingCache`` a re-launch
+embeds only new or changed text: chunks are keyed by the sha256 of their text,
+so an unchanged document (whatever its versionId) costs no model call, and a
+changed one costs only its new chunks.
 """
 
 from __future__ import annotations
@@ -10,13 +16,17 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from app.errors import FhirError, PermissionDenied
 from app.fhir.attachments import extract_text
 from app.fhir.client import FhirClient
 from app.logging import event, opaque
-from app.retrieval.chunking import Chunk, chunk_text
+from app.retrieval.cache import EmbeddingCache
+from app.retrieval.chunking import Chunk, chunk_id, chunk_text
 from app.retrieval.embeddings import Embedder
 from app.retrieval.index import ChunkIndex, SearchResult
 from app.retrieval.policy import AccessContext, DocumentMeta, RolePolicy, decide, document_meta
@@ -31,9 +41,12 @@ class IndexProgress:
     done: int = 0
     state: str = "pending"  # pending | indexing | ready | failed
     error_code: str | None = None
+    embedded: int = 0  # chunks encoded by the model in this build
+    cached: int = 0  # chunks whose vectors came from the embedding cache
 
     def as_dict(self) -> dict[str, object]:
-        return {"total": self.total, "done": self.done, "state": self.state, "error_code": self.error_code}
+        return {"total": self.total, "done": self.done, "state": self.state,
+                "error_code": self.error_code, "embedded": self.embedded, "cached": self.cached}
 
 
 @dataclass
@@ -54,21 +67,43 @@ class PatientChart:
     pending: dict[str, tuple[DocumentMeta, dict]] = field(default_factory=dict)  # allowed, not yet indexed
     max_attachment_bytes: int = 2_000_000
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cache: EmbeddingCache | None = None
 
     @property
     def chunks(self) -> int:
         return len(self.index)
 
-    def search(self, query: str, *, k: int = 5, mode: str = "hybrid") -> list[SearchResult]:
-        """Query-time filter repeats the policy decision (defence in depth)."""
+    def search(self, query: str, *, k: int = 5, mode: str = "hybrid",
+               types: Collection[str] | None = None, since: str | None = None,
+               until: str | None = None, sections: Collection[str] | None = None,
+               ) -> list[SearchResult]:
+        """Best ``k`` permitted chunks; each result carries document id, version, offsets, text.
+
+        Metadata filters narrow the search at query time: ``types`` (LOINC note
+        types), ``since``/``until`` (ISO dates, inclusive, compared on the note's
+        ``date``; undated notes are left out when either is set) and ``sections``
+        (chunk section names, case-insensitive). The policy decision is repeated
+        first (defence in depth): a filter can only narrow what the policy allows.
+        """
+        wanted_sections = None if sections is None else {s.lower() for s in sections}
         allowed = {
             did for did, meta in self.documents.items()
             if decide(meta, self.context, self.policy).allowed
+            and (types is None or meta.type_code in types)
+            and (since is None or (meta.date is not None and meta.date[:10] >= since[:10]))
+            and (until is None or (meta.date is not None and meta.date[:10] <= until[:10]))
         }
-        vector = self.embedder.encode([query])[0]
+        if not allowed:
+            return []
+
+        def allow(c: Chunk) -> bool:
+            return c.document_id in allowed and (
+                wanted_sections is None or (c.section or "").lower() in wanted_sections)
+
+        vector = self.embedder.encode([query])[0] if mode != "sparse" else \
+            np.zeros(self.index.dim, dtype=np.float32)
         with self.lock:
-            return self.index.search(vector, query, k=k, mode=mode,
-                                     allow=lambda c: c.document_id in allowed)
+            return self.index.search(vector, query, k=k, mode=mode, allow=allow)
 
     def chunk_by_id(self) -> dict[str, Chunk]:
         with self.lock:
@@ -102,9 +137,9 @@ def open_chart(
     task_types: frozenset[str] | None = None,
     max_attachment_bytes: int = 2_000_000,
     max_documents: int = 2000,
+    cache: EmbeddingCache | None = None,
 ) -> PatientChart:
     """Read the patient, conditions and the document list; decide access. No content fetched yet."""
-    started = time.monotonic()
     ctx = AccessContext(role=role, can_read_documents=grants.may_read("DocumentReference"),
                         task_types=task_types)
     patient = client.read("Patient", patient_id) if grants.may_read("Patient") else None
@@ -148,6 +183,7 @@ def open_chart(
     chart.counts = dict(counts)
     chart.pending = {did: (meta, resources[did]) for did, meta in allowed.items()}
     chart.max_attachment_bytes = max_attachment_bytes
+    chart.cache = cache
     chart.progress.total = len(allowed)
     return chart
 
@@ -157,7 +193,6 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
     started = time.monotonic()
     max_attachment_bytes = chart.max_attachment_bytes
     counts: Counter[str] = Counter(chart.counts)
-    embedder = chart.embedder
     order = sorted((m for m, _ in chart.pending.values()), key=lambda m: m.date or "", reverse=True)
     chart.progress.total = len(order)
     chart.progress.state = "indexing"
@@ -168,11 +203,9 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
                 counts[f"skipped:{extracted.skipped}"] += 1
                 chart.progress.done += 1
                 continue
-            chunks = chunk_text(meta.id, meta.version, extracted.text,
-                                max_tokens=min(200, embedder.max_tokens - 16),
-                                count_tokens=embedder.count_tokens)
+            chunks = chunk_document(chart, meta, extracted.text)
             if chunks:
-                vectors = embedder.encode([c.text for c in chunks])
+                vectors = embed_chunks(chart, chunks)
                 with chart.lock:
                     chart.index.add(chunks, vectors)
             chart.documents[meta.id] = meta
@@ -192,6 +225,42 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
           reasons={k: v for k, v in counts.items() if ":" in k},
           duration_ms=round((time.monotonic() - started) * 1000))
     return chart
+
+
+CHUNK_MAX_TOKENS = 200
+CHUNK_OVERLAP_TOKENS = 32
+
+
+def chunk_document(chart: PatientChart, meta: DocumentMeta, text: str) -> list[Chunk]:
+    """Chunks of one note version; boundaries come from the cache when this text was seen."""
+    embedder = chart.embedder
+    max_tokens = min(CHUNK_MAX_TOKENS, embedder.max_tokens - 16)
+    params = f"max={max_tokens};overlap={CHUNK_OVERLAP_TOKENS}"
+    model_id = getattr(embedder, "model_id", "unknown")
+    if chart.cache is not None:
+        spans = chart.cache.chunk_spans(model_id, params, text)
+        if spans is not None:
+            return [Chunk(id=chunk_id(meta.id, meta.version, a), document_id=meta.id,
+                          version=meta.version, section=section, start=a, end=b, text=text[a:b])
+                    for section, a, b in spans]
+    chunks = chunk_text(meta.id, meta.version, text, max_tokens=max_tokens,
+                        overlap_tokens=CHUNK_OVERLAP_TOKENS, count_tokens=embedder.count_tokens)
+    if chart.cache is not None:
+        chart.cache.put_chunk_spans(model_id, params, text,
+                                    [(c.section, c.start, c.end) for c in chunks])
+    return chunks
+
+
+def embed_chunks(chart: PatientChart, chunks: list[Chunk]) -> np.ndarray:
+    """Vectors of the chunks: through the cache when there is one (counts on progress)."""
+    texts = [c.text for c in chunks]
+    if chart.cache is None:
+        chart.progress.embedded += len(texts)
+        return chart.embedder.encode(texts)
+    vectors, fresh = chart.cache.encode_counted(chart.embedder, texts)
+    chart.progress.embedded += fresh
+    chart.progress.cached += len(texts) - fresh
+    return vectors
 
 
 def load_chart(client: FhirClient, patient_id: str, **kwargs: object) -> PatientChart:

@@ -11,6 +11,7 @@ from flask import current_app, session
 from app.errors import AuthError
 from app.fhir.client import FhirClient
 from app.logging import event
+from app.retrieval.cache import shared_cache
 from app.retrieval.indexer import PatientChart, build_index, open_chart
 from app.services import Actor
 from app.smart.scopes import OPEN_SERVER_GRANTS, Grants
@@ -68,7 +69,8 @@ def ensure_chart(state: LaunchState) -> PatientChart:
     chart = open_chart(client, state.patient_id, grants=grants_for(state), role=state.role,
                        policy=s.policy, embedder=s.embedder,
                        max_attachment_bytes=s.settings.max_attachment_bytes,
-                       max_documents=s.settings.max_documents)
+                       max_documents=s.settings.max_documents,
+                       cache=shared_cache(current_app.extensions, s.settings))
     state.chart = chart
 
     index_client = client_for(state)  # built here: the thread has no app context
