@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import requests
 
+from app.audit.fhir import AuditedFhirClient
 from app.config import load_settings
 from app.errors import ConfigError
 from app.fhir.client import FhirClient
@@ -31,7 +32,9 @@ def connect(services: Services, fhir_base: str, auth: str) -> tuple[FhirClient, 
     if auth == "auto":
         auth = "backend" if services.client_key is not None else "none"
     if auth == "none":
-        return FhirClient(fhir_base), Grants.parse(OPEN_SERVER_GRANTS), "unauthenticated", None
+        client = AuditedFhirClient(fhir_base, None, trail=services.audit, client_id=settings.client_id,
+                                   read_timeout=settings.fhir_timeout_s)
+        return client, Grants.parse(OPEN_SERVER_GRANTS), "unauthenticated", None
     if services.client_key is None:
         raise ConfigError("Backend Services needs APP_PRIVATE_KEY_PATH (the app's private key).")
     http = requests.Session()
@@ -40,7 +43,9 @@ def connect(services: Services, fhir_base: str, auth: str) -> tuple[FhirClient, 
                            client_id=settings.backend_client_id or settings.client_id,
                            scope=settings.backend_scopes)
     granted = tokens.tokens  # fail here, before any read, if the server refuses
-    client = FhirClient(fhir_base, tokens, read_timeout=settings.fhir_timeout_s)
+    client = AuditedFhirClient(fhir_base, tokens, trail=services.audit,
+                               client_id=settings.backend_client_id or settings.client_id,
+                               read_timeout=settings.fhir_timeout_s)
     return client, granted.grants, "backend-services", granted.jti
 
 

@@ -8,6 +8,7 @@ import threading
 import requests
 from flask import current_app, session
 
+from app.audit.fhir import AuditedFhirClient
 from app.errors import AuthError
 from app.fhir.client import FhirClient
 from app.logging import event
@@ -36,12 +37,13 @@ def current() -> LaunchState:
 
 
 def client_for(state: LaunchState) -> FhirClient:
+    """The session's FHIR client; every interaction lands in the audit trail (BALP shapes, no content)."""
     s = services()
-    if state.unauthenticated:
-        return FhirClient(state.fhir_base, read_timeout=s.settings.fhir_timeout_s)
-    tokens = SessionTokens(s.sessions, state.sid, state.config, s.settings.client_id, requests.Session(),
-                           s.client_auth)
-    return FhirClient(state.fhir_base, tokens, read_timeout=s.settings.fhir_timeout_s)
+    tokens = None if state.unauthenticated else SessionTokens(
+        s.sessions, state.sid, state.config, s.settings.client_id, requests.Session(), s.client_auth)
+    return AuditedFhirClient(state.fhir_base, tokens, trail=s.audit, client_id=s.settings.client_id,
+                             user_reference=state.user_reference, patient_id=state.patient_id,
+                             read_timeout=s.settings.fhir_timeout_s)
 
 
 def grants_for(state: LaunchState) -> Grants:

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
 from tests.integration.conftest import csrf_of, launch, wait_index
+
+
+def base64_decoded(dumped: str) -> str:
+    """BALP puts the query in entity.query as base64: decode every value for the check."""
+    import base64
+
+    out = []
+    for value in json.loads(dumped):
+        try:
+            out.append(base64.b64decode(value).decode("utf-8", errors="replace"))
+        except ValueError:
+            out.append(value)
+    return "\n".join(out)
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +96,17 @@ def test_callback_with_forged_state_is_refused(stack):
 def test_without_session_the_chart_asks_to_launch(stack):
     resp = requests.get(stack.app_url + "/", timeout=30)
     assert resp.status_code == 401 and "Launch the app again" in resp.text
+
+
+def test_chart_reads_are_in_the_audit_trail(stack):
+    http, _resp = launch(stack, patient="pat-onc-03")
+    wait_index(stack, http)
+    events = stack.flask_app.extensions["smart_draft"].audit.entries()
+    mine = [e for e in events if any((ent.get("what") or {}).get("reference") == "Patient/pat-onc-03"
+                                     for ent in e.get("entity", []))]
+    subtypes = {c.get("code") for e in mine for c in e.get("subtype", [])}
+    assert {"read", "search-type"} <= subtypes, subtypes
+    assert all(e["action"] in ("R", "E", "C", "U") for e in mine)
+    # searches carry parameter names only, never values
+    queries = json.dumps([ent.get("query") for e in mine for ent in e.get("entity", []) if ent.get("query")])
+    assert "pat-onc-03" not in base64_decoded(queries)
