@@ -83,6 +83,9 @@ class EmbeddingCache:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         os.chmod(self.path, 0o600)
         with self._lock:
+            # A cache: losing the last writes in a power cut is fine, an fsync per note is not.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         self.hits = 0
         self.misses = 0

@@ -68,6 +68,7 @@ class PatientChart:
     max_attachment_bytes: int = 2_000_000
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache: EmbeddingCache | None = None
+    token_counts: dict[str, int] = field(default_factory=dict)  # memo of short pieces' counts
 
     @property
     def chunks(self) -> int:
@@ -196,6 +197,22 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
     order = sorted((m for m, _ in chart.pending.values()), key=lambda m: m.date or "", reverse=True)
     chart.progress.total = len(order)
     chart.progress.state = "indexing"
+    group: list[tuple[DocumentMeta, str, list[Chunk]]] = []
+
+    def flush() -> None:
+        """Embed a few notes' chunks in one call (small batches encode fastest), then index."""
+        chunks = [c for _, _, cs in group for c in cs]
+        if chunks:
+            vectors = embed_chunks(chart, chunks)
+            with chart.lock:
+                chart.index.add(chunks, vectors)
+        for meta, text, _ in group:
+            chart.documents[meta.id] = meta
+            chart.texts[meta.id] = text
+            counts["allowed"] += 1
+            chart.progress.done += 1
+        group.clear()
+
     try:
         for meta in order:
             extracted = extract_text(client, chart.pending[meta.id][1], max_bytes=max_attachment_bytes)
@@ -203,15 +220,10 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
                 counts[f"skipped:{extracted.skipped}"] += 1
                 chart.progress.done += 1
                 continue
-            chunks = chunk_document(chart, meta, extracted.text)
-            if chunks:
-                vectors = embed_chunks(chart, chunks)
-                with chart.lock:
-                    chart.index.add(chunks, vectors)
-            chart.documents[meta.id] = meta
-            chart.texts[meta.id] = extracted.text
-            counts["allowed"] += 1
-            chart.progress.done += 1
+            group.append((meta, extracted.text, chunk_document(chart, meta, extracted.text)))
+            if sum(len(cs) for _, _, cs in group) >= EMBED_GROUP_CHUNKS:
+                flush()
+        flush()
     except Exception as exc:
         chart.progress.state = "failed"
         chart.progress.error_code = getattr(exc, "code", type(exc).__name__)
@@ -229,6 +241,8 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
 
 CHUNK_MAX_TOKENS = 200
 CHUNK_OVERLAP_TOKENS = 32
+EMBED_GROUP_CHUNKS = 16  # notes are embedded in groups of about this many chunks
+TOKEN_MEMO_MAX_CHARS = 64  # words and short pieces: their token counts are memoised per chart
 
 
 def chunk_document(chart: PatientChart, meta: DocumentMeta, text: str) -> list[Chunk]:
@@ -243,8 +257,17 @@ def chunk_document(chart: PatientChart, meta: DocumentMeta, text: str) -> list[C
             return [Chunk(id=chunk_id(meta.id, meta.version, a), document_id=meta.id,
                           version=meta.version, section=section, start=a, end=b, text=text[a:b])
                     for section, a, b in spans]
+    memo = chart.token_counts
+
+    def count_tokens(piece: str) -> int:
+        if len(piece) > TOKEN_MEMO_MAX_CHARS:
+            return embedder.count_tokens(piece)
+        if piece not in memo:
+            memo[piece] = embedder.count_tokens(piece)
+        return memo[piece]
+
     chunks = chunk_text(meta.id, meta.version, text, max_tokens=max_tokens,
-                        overlap_tokens=CHUNK_OVERLAP_TOKENS, count_tokens=embedder.count_tokens)
+                        overlap_tokens=CHUNK_OVERLAP_TOKENS, count_tokens=count_tokens)
     if chart.cache is not None:
         chart.cache.put_chunk_spans(model_id, params, text,
                                     [(c.section, c.start, c.end) for c in chunks])
