@@ -38,6 +38,7 @@ test: install $(AXE)
 
 bench: install
 	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/python benchmarks/bench_launch.py
 
 lint: install
 	$(BIN)/ruff check app sandbox
