@@ -7,7 +7,8 @@ indexer, not HTTP; ``bench_launch.py`` measures launches on the sandbox).
 
 Measured, each against its baseline:
 
-- launch: naive (fp32, no cache, flat index) vs cold (cache empty, identical
+- launch: naive (torch fp32, batch 64, no cache, flat index) vs cold (default embedder,
+  i.e. ONNX Runtime; cache empty, identical
   chunks embedded once) vs warm (re-launch, cache filled) → ``cold_speedup``,
   ``warm_speedup``;
 - embedding throughput: batch size 1 vs batched; fp32 vs int8;
@@ -114,15 +115,16 @@ def launch(client: BundleClient, embedder: Any, cache: EmbeddingCache | None,
 
 # -- the phases -------------------------------------------------------------------------------
 
-def bench_launches(client: BundleClient, fp32: Any, fast: Any, tmp: Path) -> dict[str, Any]:
-    saved = getattr(fp32, "batch_size", None)
+def bench_launches(client: BundleClient, naive_embedder: Any, fast: Any, tmp: Path) -> dict[str, Any]:
+    """naive: the indexer before this change (torch fp32, batch 64, no cache, flat index)."""
+    saved = getattr(naive_embedder, "batch_size", None)
     if saved is not None:
-        fp32.batch_size = 64  # the indexer before this change: fp32, batch 64, no cache, flat
+        naive_embedder.batch_size = 64
     try:
-        naive, naive_s, naive_mb = timed(lambda: launch(client, fp32, None))
+        naive, naive_s, naive_mb = timed(lambda: launch(client, naive_embedder, None))
     finally:
         if saved is not None:
-            fp32.batch_size = saved
+            naive_embedder.batch_size = saved
     cache = EmbeddingCache.in_dir(tmp, b"benchmark-only-secret")
     cold, cold_s, cold_mb = timed(lambda: launch(client, fast, cache))
     warm, warm_s, warm_mb = timed(lambda: launch(client, fast, cache))
@@ -138,8 +140,10 @@ def bench_launches(client: BundleClient, fp32: Any, fast: Any, tmp: Path) -> dic
     }
 
 
-def bench_throughput(texts: list[str], fp32: Any, int8: Any | None) -> dict[str, Any]:
-    """Chunks/s at batch size 1, the default and 64 (the old default), and int8 at the default."""
+def bench_throughput(texts: list[str], fp32: Any, int8: Any | None, onnx: Any | None = None,
+                     ) -> dict[str, Any]:
+    """torch fp32 chunks/s at batch size 1, its default and 64 (the old default); int8 and
+    ONNX Runtime at their defaults, against torch fp32 at its default."""
     out: dict[str, Any] = {"texts": len(texts)}
     default = getattr(fp32, "batch_size", None)
     single = texts[: max(8, len(texts) // 4)]
@@ -168,6 +172,16 @@ def bench_throughput(texts: list[str], fp32: Any, int8: Any | None) -> dict[str,
     out["batch64_per_s"] = round(len(texts) / s64, 1)
     out["batched_vs_batch1"] = round(s1 / s_default_single, 2)
     out["batched_vs_batch64"] = round(s64 / s_default, 2)
+    if onnx is not None:
+        ovecs, so = at(None, texts, onnx)
+        out["onnx_per_s"] = round(len(texts) / so, 1)
+        out["onnx_vs_torch"] = round(s_default / so, 2)
+        out["onnx_cosine_to_torch_min"] = round(float(np.min(np.sum(vecs * ovecs, axis=1))), 6)
+        one = ["immune-related colitis: stool frequency and steroid treatment"]
+        _, t_torch, _ = timed(lambda: [fp32.encode(one) for _ in range(30)])
+        _, t_onnx, _ = timed(lambda: [onnx.encode(one) for _ in range(30)])
+        out["query_embed_ms_torch"] = round(t_torch / 30 * 1000, 2)
+        out["query_embed_ms_onnx"] = round(t_onnx / 30 * 1000, 2)
     if int8 is not None:
         qvecs, sq = at(None, texts, int8)
         out["int8_per_s"] = round(len(texts) / sq, 1)
@@ -228,16 +242,19 @@ def run(quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
     notes = 12 if quick else 200
     client = bench_client(notes)
+    loads: dict[str, float] = {}
     if quick:
         fp32: Any = HashingEmbedder()
+        fast: Any = fp32
         int8: Any = None
-        load_s = 0.0
     else:
-        fp32, load_s, _ = timed(lambda: Embedder())
-        int8 = Embedder(precision="int8")
-    launch(bench_client(3), fp32, None)  # warm-up: first calls pay one-off costs
+        fp32, loads["torch"], _ = timed(lambda: Embedder(runtime="torch"))
+        fast, loads["default"], _ = timed(lambda: Embedder())  # ONNX Runtime when available
+        int8 = Embedder(precision="int8", runtime="torch")
+    for e in {id(fp32): fp32, id(fast): fast}.values():
+        launch(bench_client(3), e, None)  # warm-up: first calls pay one-off costs
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
-        launches = bench_launches(client, fp32, fp32, Path(tmp))
+        launches = bench_launches(client, fp32, fast, Path(tmp))
     chart = launches.pop("_chart")
     texts = [c.text for c in chart.index.chunks()][: 32 if quick else 256]
     queries = sorted({q.query for q in load_queries(ROOT / "synthetic_data" / "gold" / "retrieval_queries.json")})
@@ -245,11 +262,12 @@ def run(quick: bool) -> dict[str, Any]:
         "mode": "quick (HashingEmbedder; not a measurement)" if quick else "full",
         "machine": {"cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "model_load_s": round(load_s, 2),
+        "model_load_s": {k: round(v, 2) for k, v in loads.items()},
+        "runtime": getattr(fast, "runtime", "hashing"),
         "notes": launches["notes"], "chunks": launches["chunks"],
         "cold_speedup": launches["cold_speedup"], "warm_speedup": launches["warm_speedup"],
         "launch": launches,
-        "throughput": bench_throughput(texts, fp32, int8),
+        "throughput": bench_throughput(texts, fp32, int8, None if quick else fast),
         "dense_index": bench_dense([2_000] if quick else [1_000, 20_000], 384, 50 if quick else 200),
         **bench_queries(chart, queries[: 10 if quick else len(queries)], 1 if quick else 3),
         "peak_rss_mb": round(_peak_mb() if not _reset_peak() else max(launches["peak_rss_mb"].values())),
@@ -272,6 +290,11 @@ def table(r: dict[str, Any]) -> str:
                      th["batch1_per_s"] * th["batched_vs_batch1"], th["batched_vs_batch1"]))
     lines.append(row(f"embedding, batch 64 vs {th['batch_size_default']} (chunks/s)", th["batch64_per_s"],
                      th["batched_per_s"], th["batched_vs_batch64"]))
+    if "onnx_per_s" in th:
+        lines.append(row("embedding, torch vs ONNX Runtime (chunks/s)", th["batched_per_s"],
+                         th["onnx_per_s"], th["onnx_vs_torch"]))
+        lines.append(row("query embedding, torch vs ONNX Runtime (ms)", th["query_embed_ms_torch"],
+                         th["query_embed_ms_onnx"], th["query_embed_ms_torch"] / th["query_embed_ms_onnx"]))
     if "int8_per_s" in th:
         lines.append(row("embedding, fp32 vs int8 (chunks/s)", th["batched_per_s"], th["int8_per_s"],
                          th["int8_vs_fp32"]))
@@ -283,7 +306,7 @@ def table(r: dict[str, Any]) -> str:
     lines.append(f"query p50 / p95, hybrid, incl. query embedding: {r['query_p50_ms']} / {r['query_p95_ms']} ms")
     pk = la["peak_rss_mb"]
     lines.append(f"peak RSS (MB): naive {pk['naive']}, cold {pk['cold']}, warm {pk['warm']}; "
-                 f"model load {r['model_load_s']} s; total {r['total_s']} s")
+                 f"model load {r['model_load_s']} s; runtime {r['runtime']}; total {r['total_s']} s")
     return "\n".join(lines)
 
 
