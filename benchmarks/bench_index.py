@@ -11,7 +11,8 @@ Measured, each against its baseline:
   i.e. ONNX Runtime; cache empty, identical
   chunks embedded once) vs warm (re-launch, cache filled) → ``cold_speedup``,
   ``warm_speedup``;
-- embedding throughput: batch size 1 vs batched; fp32 vs int8;
+- embedding throughput: batch size 1 and 64 vs the default; torch vs ONNX Runtime (bulk
+  and one query); fp32 vs int8;
 - dense index: exact flat inner product vs HNSW, build and query, on random
   unit vectors at two sizes;
 - queries: p50/p95 of ``PatientChart.search`` (query embedding included) in

@@ -10,8 +10,8 @@ set (docs/retrieval.md) minus a small margin; a regression in chunking,
 embedding, fusion or filtering shows up here.
 
 Vectors go through the encrypted embedding cache kept in pytest's cache
-directory: the first run on a clean clone embeds all ~3,200 chunks (about two
-minutes on two cores), later runs read them back (well under a minute). The
+directory: the first run on a clean clone embeds all ~3,200 chunks (about 65 s
+on two cores), later runs read them back (about 15 s). The
 cache key holds the model id and the sha256 of each chunk's text, so a change
 to chunking or to the model re-embeds what changed and cannot serve stale
 vectors.
