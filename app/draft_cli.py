@@ -19,6 +19,7 @@ from app.audit.fhir import AuditedFhirClient
 from app.config import load_settings
 from app.errors import ConfigError
 from app.fhir.client import FhirClient
+from app.retrieval.cache import shared_cache
 from app.retrieval.indexer import load_chart
 from app.services import Actor, Services
 from app.smart.backend import BackendTokens
@@ -54,7 +55,7 @@ def run_draft(*, fhir_base: str, patient: str, task: str, question: str | None,
     services = Services(load_settings())
     client, grants, mode, jti = connect(services, fhir_base, auth)
     chart = load_chart(client, patient, grants=grants, role=role, policy=services.policy,
-                       embedder=services.embedder)
+                       embedder=services.embedder, cache=shared_cache({}, services.settings))
     drafting = services.drafting()
     draft = drafting.draft(chart, task, question=question, backend_name=backend)
     written = None

@@ -146,13 +146,13 @@ def open_chart(
     patient = client.read("Patient", patient_id) if grants.may_read("Patient") else None
     conditions: list[dict] = []
     if grants.may_read("Condition"):
-        conditions = list(client.search("Condition", {"patient": patient_id, "_count": 100}))
+        conditions = list(client.search("Condition", {"patient": patient_id, "_count": 100}, validate=True))
     counts: Counter[str] = Counter()
     allowed: dict[str, DocumentMeta] = {}
     resources: dict[str, dict] = {}
     if ctx.can_read_documents:
         try:
-            docs = client.search("DocumentReference", {"patient": patient_id, "_count": 100})
+            docs = client.search("DocumentReference", {"patient": patient_id, "_count": 100}, validate=True)
             for res in docs:
                 counts["read"] += 1
                 if counts["read"] > max_documents:
@@ -177,6 +177,9 @@ def open_chart(
                 raise
             raise PermissionDenied("The EHR refused to list this patient's documents.",
                                    code="documents_forbidden") from None
+    # lenient on read: resources that fail R4B validation were skipped by the client; say how many
+    for reason, n in (getattr(client, "skipped", None) or {}).items():
+        counts[f"skipped:{reason}"] += n
     chart = PatientChart(
         patient_id=patient_id, patient=patient, conditions=conditions, documents={}, texts={},
         counts={}, index=ChunkIndex(embedder.dim), embedder=embedder, context=ctx, policy=policy,
