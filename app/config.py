@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     max_attachment_bytes: int = 2_000_000
     max_documents: int = 2000
     embedding_cache: bool = Field(
-        default=True, description="Keep an encrypted embedding cache under APP_DATA_DIR (re-launches embed only new text).")
+        default=True,
+        description="Keep an encrypted embedding cache under APP_DATA_DIR (re-launches embed only new text).")
 
     @field_validator("data_dir")
     @classmethod
