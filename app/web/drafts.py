@@ -18,14 +18,22 @@ bp = Blueprint("drafts", __name__)
 
 
 def _run(state: LaunchState, task: str, question: str | None, write: bool,
-         cancel: threading.Event | None = None) -> tuple[str | None, dict]:
-    """Draft, then write unless cancelled meanwhile. Needs an app context (not a request one)."""
+         job: RunJob | None = None) -> tuple[str | None, dict]:
+    """Draft, then write unless cancelled meanwhile. Needs an app context (not a request one).
+
+    Cancelling and starting the write are decided under the job's lock: either the run is
+    cancelled and nothing is written, or the write has started and the cancel is refused.
+    """
     chart = wait_ready(state)
     svc = services().drafting()
     draft = svc.draft(chart, task, question=question)
-    if cancel is not None and cancel.is_set():
-        event(log, "draft.cancelled", run_id=draft.run_id)
-        return None, {"state": "cancelled", "written": None, "reason": "Cancelled before anything was written."}
+    if job is not None:
+        with job.lock:
+            if job.cancel.is_set():
+                event(log, "draft.cancelled", run_id=draft.run_id)
+                return None, {"state": "cancelled", "written": None,
+                              "reason": "Cancelled before anything was written."}
+            job.state = "writing"
     state.drafts[draft.run_id] = draft
     result = {"state": "not_requested", "written": None, "reason": None}
     if write:
@@ -52,7 +60,7 @@ def create_draft():  # type: ignore[no-untyped-def]
     def work() -> None:
         with app.app_context():
             try:
-                run_id, result = _run(state, task, question, write=True, cancel=job.cancel)
+                run_id, result = _run(state, task, question, write=True, job=job)
                 job.run_id = run_id
                 job.state = "cancelled" if result["state"] == "cancelled" else "done"
             except AppError as exc:
@@ -90,9 +98,10 @@ def run_status(key: str):  # type: ignore[no-untyped-def]
 @bp.post("/runs/<key>/cancel")
 def cancel(key: str):  # type: ignore[no-untyped-def]
     job = _job(key)
-    if job.state == "running":
-        job.cancel.set()
-        job.state = "cancelled"
+    with job.lock:
+        if job.state == "running":
+            job.cancel.set()
+            job.state = "cancelled"
     return redirect(url_for("drafts.run_page", key=key))
 
 

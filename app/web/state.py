@@ -24,10 +24,11 @@ class RunJob:
 
     key: str
     task: str
-    state: str = "running"  # running | done | failed | cancelled
+    state: str = "running"  # running | writing | done | failed | cancelled
     run_id: str | None = None
     error_code: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # cancel vs. start of the write
     started: float = field(default_factory=time.monotonic)
 
 

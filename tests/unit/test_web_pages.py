@@ -93,3 +93,76 @@ def test_unknown_task_is_refused_before_any_run(tmp_path):
     csrf = html.split('name="csrf-token" content="')[1].split('"')[0]
     resp = client.post("/drafts", data={"task": "bogus", "csrf_token": csrf})
     assert resp.status_code == 400 and b"unknown_task" in resp.data and state.jobs == {}
+
+
+class SlowDrafting:
+    """Stands in for DraftingService: drafting and writing each wait for the test to let them go."""
+
+    def __init__(self):
+        import threading
+
+        self.go_draft, self.go_write = threading.Event(), threading.Event()
+        self.writes = 0
+
+    def draft(self, chart, task, question=None):  # type: ignore[no-untyped-def]
+        from types import SimpleNamespace
+
+        assert self.go_draft.wait(10)
+        return SimpleNamespace(run_id="run-1")
+
+    def write(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        assert self.go_write.wait(10)
+        self.writes += 1
+        return {"state": "written", "written": {"document_reference": "DocumentReference/x"}, "reason": None}
+
+
+def start_slow_run(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    import app.web.drafts as drafts
+
+    fake = SlowDrafting()
+    monkeypatch.setattr(drafts, "services", lambda: type("S", (), {"drafting": lambda self: fake})())
+    monkeypatch.setattr(drafts, "wait_ready", lambda state: None)
+    monkeypatch.setattr(drafts, "client_for", lambda state: None)
+    monkeypatch.setattr(drafts, "actor_for", lambda state: None)
+    app = make_app(tmp_path)
+    client = app.test_client()
+    state = login(app, client)
+    html = client.get("/admin").get_data(as_text=True)
+    csrf = html.split('name="csrf-token" content="')[1].split('"')[0]
+    resp = client.post("/drafts", data={"task": "summary", "csrf_token": csrf})
+    key = resp.headers["Location"].rsplit("/", 1)[1]
+    return fake, client, state, state.jobs[key], csrf
+
+
+def wait_for(predicate, timeout=10.0):  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_cancel_before_the_write_writes_nothing(tmp_path, monkeypatch):
+    fake, client, state, job, csrf = start_slow_run(tmp_path, monkeypatch)
+    client.post(f"/runs/{job.key}/cancel", data={"csrf_token": csrf})
+    fake.go_draft.set()
+    fake.go_write.set()
+    wait_for(lambda: job.cancel.is_set() and job.run_id is None and job.state == "cancelled")
+    import time
+
+    time.sleep(0.2)
+    assert fake.writes == 0 and state.drafts == {}
+    assert b"Nothing was written" in client.get(f"/runs/{job.key}").data
+
+
+def test_cancel_after_the_write_started_is_refused_and_says_so(tmp_path, monkeypatch):
+    fake, client, state, job, csrf = start_slow_run(tmp_path, monkeypatch)
+    fake.go_draft.set()
+    wait_for(lambda: job.state == "writing")
+    client.post(f"/runs/{job.key}/cancel", data={"csrf_token": csrf})
+    assert job.state == "writing" and not job.cancel.is_set()
+    assert b"too late to cancel" in client.get(f"/runs/{job.key}").data
+    fake.go_write.set()
+    wait_for(lambda: job.state == "done")
+    assert fake.writes == 1

@@ -32,14 +32,14 @@
 
   // Run page: poll until the draft is ready, then open it.
   var run = document.getElementById("run");
-  if (run && document.getElementById("cancel-run")) {
+  if (run && (run.dataset.state === "running" || run.dataset.state === "writing")) {
     var state = document.getElementById("run-state");
     var check = function () {
       fetch(run.dataset.statusUrl, { credentials: "same-origin" })
         .then(function (r) { return r.json(); })
         .then(function (body) {
           if (body.state === "done" && body.draft_url) { window.location.assign(body.draft_url); return; }
-          if (body.state === "running") { setTimeout(check, 700); return; }
+          if (body.state === "running" || body.state === "writing") { setTimeout(check, 700); return; }
           window.location.reload();
         })
         .catch(function () { setTimeout(check, 2000); });
