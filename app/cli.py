@@ -47,6 +47,7 @@ def serve(host: str, port: int) -> None:
         flask_app = create_app()
     except AppError as exc:
         _fail(exc)
+    flask_app.extensions["smart_draft"].warm_up()
     from werkzeug.serving import run_simple
 
     from app.devstack import QuietHandler

@@ -111,6 +111,7 @@ def start_stack(data_dir: Path, *, app_port: int = 0, sandbox_port: int = 0,
             data_dir=data_dir / "app", secret_key=dev_secret(data_dir), server_profile="sekmet",
             **(app_overrides or {}))
         flask_app = create_app(settings)
+        flask_app.extensions["smart_draft"].warm_up()  # loads while the browser is still launching
         server = make_server("127.0.0.1", app_port, flask_app, threaded=True,
                              request_handler=QuietHandler)
         thread = threading.Thread(target=server.serve_forever, name="app-server", daemon=True)

@@ -61,6 +61,18 @@ class Services:
                 self._embedder = Embedder(self.settings.embedding_model)
             return self._embedder
 
+    def warm_up(self) -> threading.Thread:
+        """Load the embedding model in the background at start-up, so the first launch does not wait."""
+        def _load() -> None:
+            try:
+                _ = self.embedder
+            except Exception as exc:  # noqa: BLE001 - reported; the first chart will raise it clearly
+                event(log, "embedder.warm_up_failed", error_code=getattr(exc, "code", type(exc).__name__))
+
+        thread = threading.Thread(target=_load, name="embedder-warm-up", daemon=True)
+        thread.start()
+        return thread
+
     def client_auth(self, token_endpoint: str) -> tuple[dict[str, str] | None, tuple[str, str] | None]:
         """How this app authenticates at a token endpoint (private_key_jwt, secret or public)."""
         secret = self.settings.client_secret.get_secret_value() if self.settings.client_secret else None

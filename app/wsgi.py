@@ -5,3 +5,4 @@ from app.logging import configure
 
 configure()
 application = create_app()
+application.extensions["smart_draft"].warm_up()  # the first launch should not wait for the model

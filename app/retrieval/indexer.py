@@ -29,7 +29,14 @@ from app.retrieval.cache import EmbeddingCache
 from app.retrieval.chunking import Chunk, chunk_id, chunk_text
 from app.retrieval.embeddings import Embedder
 from app.retrieval.index import ChunkIndex, SearchResult
-from app.retrieval.policy import AccessContext, DocumentMeta, RolePolicy, decide, document_meta
+from app.retrieval.policy import (
+    AccessContext,
+    DocumentMeta,
+    RolePolicy,
+    decide,
+    document_meta,
+    is_ai_generated,
+)
 from app.smart.scopes import Grants
 
 log = logging.getLogger(__name__)
@@ -165,6 +172,9 @@ def open_chart(
                     continue
                 if res.get("status") == "entered-in-error":
                     counts["skipped:entered_in_error"] += 1
+                    continue
+                if is_ai_generated(meta):
+                    counts["skipped:ai_generated"] += 1
                     continue
                 decision = decide(meta, ctx, policy)
                 if not decision.allowed:

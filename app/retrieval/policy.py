@@ -214,6 +214,19 @@ class RolePolicy:
         return cls.load(DEFAULT_POLICY_PATH)
 
 
+AI_LABEL = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "AIAST")
+
+
+def is_ai_generated(doc: DocumentMeta) -> bool:
+    """Labelled AI-asserted (AI Transparency on FHIR): never evidence for a new draft.
+
+    The user may well be allowed to read it, but citing an earlier AI draft (reviewed or not)
+    would let the model's own output become its source. The indexer skips such documents and
+    counts them as ``skipped:ai_generated``.
+    """
+    return AI_LABEL in doc.security
+
+
 def decide(doc: DocumentMeta, ctx: AccessContext, policy: RolePolicy) -> Decision:
     """May this user see this document for this task? Deny by default, first failing check wins."""
     if not ctx.can_read_documents:

@@ -44,3 +44,18 @@ def test_invalid_resources_are_skipped_and_counted():
     assert chart.counts["skipped:invalid_Condition"] == 1 and chart.counts["skipped:invalid_DocumentReference"] == 1
     build_index(client, chart)
     assert chart.progress.state == "ready" and set(chart.texts) == {"d1"}
+
+
+@responses.activate
+def test_earlier_ai_drafts_are_never_evidence():
+    ai = note("draft-1", "Problem list (active): Immune-related colitis.",
+              meta={"versionId": "1", "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                                                    "code": "AIAST"}]}, docStatus="final")
+    responses.get(f"{BASE}/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
+    responses.get(f"{BASE}/Condition", json=searchset())
+    responses.get(f"{BASE}/DocumentReference", json=searchset(note("d1", "Assessment: colitis resolved."), ai))
+    client = FhirClient(BASE, StaticToken("t"))
+    chart = build_index(client, open_chart(client, "p1", grants=Grants.parse("patient/*.rs"), role="clinician",
+                                           policy=RolePolicy.default(), embedder=HashingEmbedder()))
+    assert set(chart.texts) == {"d1"} and chart.counts["skipped:ai_generated"] == 1
+    assert all(r.chunk.document_id == "d1" for r in chart.search("colitis", k=5))

@@ -57,10 +57,12 @@ def queries() -> list[LabelledQuery]:
 
 @pytest.fixture(scope="module")
 def charts(queries: list[LabelledQuery], request: pytest.FixtureRequest,
-           ) -> Iterator[dict[str, PatientChart]]:
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PatientChart]]:
     client = BundleClient.from_dir(ROOT / "bundles")
-    cache = EmbeddingCache.in_dir(request.config.cache.mkdir("retrieval-quality"),
-                                  b"retrieval-quality-test-only")
+    pytest_cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    where = (pytest_cache.mkdir("retrieval-quality") if pytest_cache is not None
+             else tmp_path_factory.mktemp("retrieval-quality"))
+    cache = EmbeddingCache.in_dir(where, b"retrieval-quality-test-only")
     embedder = shared_embedder()
     grants = Grants.parse("patient/*.read")
     policy = RolePolicy.default()
