@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -135,9 +136,31 @@ def purge(model: str | None, older_than_days: float | None) -> None:
 
 
 @main.command(name="eval")
-def eval_cmd() -> None:
-    """Evaluate the backends on the gold sets (not built yet)."""
-    _fail(NotBuiltError("Evaluation is not built yet (see the evaluation issue).", code="eval_not_built"))
+@click.option("--backend", default="offline", show_default=True, help="Backend to evaluate on the irAE gold set.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A directory laid out like synthetic_data/ (bundles/, gold/).")
+@click.option("--retrieval/--no-retrieval", default=True, show_default=True,
+              help="Also score retrieval (loads the embedding model).")
+def eval_cmd(backend: str, data: Path | None, retrieval: bool) -> None:
+    """Score a backend on the irAE gold labels and retrieval on the labelled queries; prints JSON."""
+    from app.agent.backends import get_backend
+    from app.config import load_settings
+    from app.monitoring.evaluation import DEFAULT_DATA, evaluate_irae, evaluate_retrieval
+    from app.retrieval.embeddings import Embedder, HashingEmbedder
+
+    try:
+        settings = load_settings()
+        where = data or DEFAULT_DATA
+        real = Embedder(settings.embedding_model) if (retrieval or backend != "offline") else None
+        # the offline screen reads every permitted note, so ranking quality does not matter to it;
+        # a model backend searches, so it gets the real embedder
+        out = {"irae": evaluate_irae(get_backend(backend, settings),
+                                     HashingEmbedder() if backend == "offline" else real, where)}
+        if retrieval:
+            out["retrieval"] = evaluate_retrieval(real, where)
+    except AppError as exc:
+        _fail(exc)
+    click.echo(json.dumps(out, indent=2, sort_keys=True))
 
 
 @main.group()

@@ -14,13 +14,10 @@ import pytest
 from app.agent.backends.offline import OfflineBackend
 from app.agent.runtime import run_task
 from app.agent.tasks import TASKS
+from app.monitoring.evaluation import irae_figures
 from tests.unit.test_agent_fixtures import bundle_chart, gold
 
 FLOOR = 0.85
-
-
-def _ratio(num: int, den: int) -> float:
-    return num / den if den else 1.0
 
 
 @pytest.fixture(scope="module")
@@ -30,32 +27,7 @@ def drafts():
 
 @pytest.fixture(scope="module")
 def figures(drafts):
-    labels = gold()
-    tp = fp = fn = 0
-    etp = efp = efn = 0
-    graded = grade_agree = 0
-    for g in labels:
-        contract = drafts[g["patient"]].contract(None)
-        found = contract["findings"]
-        predicted, truth = found["irae_detected"], g["irae_detected"]
-        tp += predicted and truth
-        fp += predicted and not truth
-        fn += truth and not predicted
-        pred_events = {e["organ"]: e for e in found["events"]}
-        gold_events = {e["organ"]: e for e in g["events"]}
-        etp += len(pred_events.keys() & gold_events.keys())
-        efp += len(pred_events.keys() - gold_events.keys())
-        efn += len(gold_events.keys() - pred_events.keys())
-        for organ in pred_events.keys() & gold_events.keys():
-            graded += 1
-            grade_agree += pred_events[organ]["ctcae_grade"] == gold_events[organ]["ctcae_grade"]
-    out = {
-        "patient_precision": _ratio(tp, tp + fp), "patient_recall": _ratio(tp, tp + fn),
-        "event_precision": _ratio(etp, etp + efp), "event_recall": _ratio(etp, etp + efn),
-        "grade_agreement": _ratio(grade_agree, graded),
-        "counts": {"patients": len(labels), "tp": tp, "fp": fp, "fn": fn,
-                   "events_tp": etp, "events_fp": efp, "events_fn": efn, "graded": graded},
-    }
+    out = irae_figures(gold(), {p: d.contract(None) for p, d in drafts.items()})
     print("\nirAE gold figures:", out)
     return out
 
