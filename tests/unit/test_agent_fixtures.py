@@ -4,9 +4,9 @@
 ``retrieval.policy`` (decide), ``fhir.attachments`` (text from inline data and
 ``Binary/...`` urls), ``retrieval.chunking`` and ``retrieval.index`` exactly as
 ``retrieval.indexer`` does; only the FHIR server and the embedding model are
-replaced: ``BundleClient`` serves the bundle's Binaries, ``HashingEmbedder`` is a
-deterministic bag-of-words embedder (the irAE screen reads every chunk and does
-not rank, so vectors only need the right shape to enter the index).
+replaced by the app's stand-ins: ``retrieval.bundles.BundleClient`` serves the bundle's
+Binaries, ``retrieval.embeddings.HashingEmbedder`` is a deterministic bag-of-words embedder
+(the irAE screen reads every chunk and does not rank, so vectors only need the right shape to enter the index).
 
 The tests in this module check the builder itself.
 """
@@ -14,53 +14,18 @@ The tests in this module check the builder itself.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import re
 from pathlib import Path
 
-import numpy as np
-
 from app.fhir.attachments import extract_text
-from app.retrieval.chunking import approximate_tokens, chunk_text
+from app.retrieval.bundles import BundleClient
+from app.retrieval.chunking import chunk_text
+from app.retrieval.embeddings import HashingEmbedder
 from app.retrieval.index import ChunkIndex
 from app.retrieval.indexer import PatientChart
 from app.retrieval.policy import AccessContext, RolePolicy, decide, document_meta
 
 ROOT = Path(__file__).resolve().parents[2] / "synthetic_data"
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-class BundleClient:
-    """The one FhirClient method ``extract_text`` uses, served from a bundle's Binaries."""
-
-    def __init__(self, binaries: dict[str, dict]) -> None:
-        self.binaries = binaries
-
-    def fetch_limited(self, url: str, *, accept: str, max_bytes: int) -> tuple[bytes | None, str | None, str]:
-        resource = self.binaries.get(url.rstrip("/").rsplit("/", 1)[-1])
-        if resource is None:
-            return None, "fetch_http_404", ""
-        return json.dumps(resource).encode(), None, "application/fhir+json"
-
-
-class HashingEmbedder:
-    """Deterministic feature-hashing embedder with the Embedder interface (dim, encode, count_tokens)."""
-
-    dim = 256
-    max_tokens = 256
-    model_id = "test-hashing-256"
-
-    def count_tokens(self, text: str) -> int:
-        return approximate_tokens(text)
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in _WORD.findall(text.lower()):
-                out[i, int(hashlib.sha1(word.encode()).hexdigest()[:8], 16) % self.dim] += 1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms > 0, norms, 1.0)
 
 
 @functools.lru_cache(maxsize=32)
@@ -82,9 +47,8 @@ def bundle_chart(patient_id: str, *, role: str = "clinician", drop: frozenset[st
     """The patient's permitted chart. ``drop``: document ids left out (as if absent from the EHR);
     ``replace_text``: document id -> text used instead of the attachment (adversarial variants)."""
     resources = _bundle(patient_id)
-    binaries = {r["id"]: r for r in resources if r["resourceType"] == "Binary"}
-    client = BundleClient(binaries)
-    embedder = HashingEmbedder()
+    client = BundleClient(r for r in resources if r["resourceType"] == "Binary")
+    embedder = HashingEmbedder(256, model_id="test-hashing-256")
     policy = RolePolicy.default()
     ctx = AccessContext(role=role, can_read_documents=True)
     patient = next((r for r in resources if r["resourceType"] == "Patient"), None)
