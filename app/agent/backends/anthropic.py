@@ -33,6 +33,7 @@ from app.agent.backends.llm import (
     cost_usd,
     first_message,
     parse_output,
+    prices_for,
     run_tool,
     to_result,
 )
@@ -47,12 +48,6 @@ log = logging.getLogger(__name__)
 PRICES = {"claude-sonnet-4-5": (3.0, 15.0), "claude-sonnet-4-5-20250929": (3.0, 15.0),
           "claude-haiku-4-5": (1.0, 5.0), "claude-haiku-4-5-20251001": (1.0, 5.0),
           "claude-opus-4-5": (5.0, 25.0), "claude-opus-4-5-20251101": (5.0, 25.0)}
-
-
-def prices_for(settings: Settings, model: str, table: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
-    if settings.llm_price_in_per_mtok is not None and settings.llm_price_out_per_mtok is not None:
-        return settings.llm_price_in_per_mtok, settings.llm_price_out_per_mtok
-    return table.get(model)
 
 
 class AnthropicBackend:

@@ -22,6 +22,7 @@ from app.agent.backends import BackendResult, Tools
 from app.agent.citations import ProposedSentence
 from app.agent.guard import injection_spans
 from app.agent.tasks import TaskSpec
+from app.config import Settings
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
 
@@ -235,6 +236,14 @@ def first_message(task: TaskSpec, question: str | None, pseudo: Pseudonymiser) -
     if task.name == "question":
         text += "\n<question>\n" + pseudo.apply((question or "").strip()[:1000]) + "\n</question>"
     return text
+
+
+def prices_for(settings: Settings, model: str,
+               table: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """USD per million tokens (input, output): APP_LLM_PRICE_* when both are set, else the table's."""
+    if settings.llm_price_in_per_mtok is not None and settings.llm_price_out_per_mtok is not None:
+        return settings.llm_price_in_per_mtok, settings.llm_price_out_per_mtok
+    return table.get(model)
 
 
 def cost_usd(prices: tuple[float, float] | None, tokens_in: int, tokens_out: int,

@@ -18,7 +18,6 @@ from typing import Any
 import httpx2
 
 from app.agent.backends import BackendResult, Tools
-from app.agent.backends.anthropic import prices_for
 from app.agent.backends.llm import (
     RETRYABLE_STATUS,
     SYSTEM_INSTRUCTIONS,
@@ -29,6 +28,7 @@ from app.agent.backends.llm import (
     cost_usd,
     first_message,
     parse_output,
+    prices_for,
     run_tool,
     to_result,
 )
