@@ -300,7 +300,8 @@ def check(base: Snapshot, periods: Sequence[Snapshot], thresholds: Mapping[str, 
           ) -> dict[str, Any]:
     """Score every period against the baseline and apply the alert rules.
 
-    - a distance with a bootstrap threshold alerts when z > ``z`` (mean length: |z|) for ``consecutive`` periods in a row;
+    - a distance with a bootstrap threshold alerts when z > ``z`` (mean length: |z|) for ``consecutive``
+      periods in a row;
     - the classifier AUC alerts above ``auc_threshold`` for ``consecutive`` periods;
     - output rates alert by the same z rule against ``output_baseline`` (mean/s.d. of earlier periods);
     - gold-set F1 alerts at once on a relative drop of ``gold_drop`` or more from the baseline's.
