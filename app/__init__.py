@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import TYPE_CHECKING
 
-from flask import Flask, g, request, session
+if TYPE_CHECKING:  # imported in create_app: `python -m app --help` must not pay for Flask
+    from flask import Flask
 
-from app.config import Settings, load_settings
-from app.errors import AppError
+    from app.config import Settings
 
 __all__ = ["create_app"]
 
@@ -17,6 +18,10 @@ EXTENSION = "smart_draft"
 
 def create_app(config: Settings | dict | None = None) -> Flask:
     """Application factory: settings validated, collaborators built once, blueprints registered."""
+    from flask import Flask, g, request, session
+
+    from app.config import Settings, load_settings
+    from app.errors import AppError
     from app.services import Services
     from app.web import register
 
