@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     open_server: bool = Field(
         default=False, description="Allow 'connect without auth' to APP_FHIR_BASE_URL (development only).")
     llm_backend: Literal["offline", "anthropic", "openai"] = "offline"
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-5-5"
     anthropic_api_key: SecretStr | None = None
     openai_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint base, e.g. http://127.0.0.1:8001/v1 (vLLM).")
@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         default=None, description="Pseudonymise names, identifiers and dates; default on for anthropic.")
     llm_price_in_per_mtok: float | None = None
     llm_price_out_per_mtok: float | None = None
+    llm_prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Per-model prices (JSON), over the bundled table.")
+    llm_fallback: str = Field(
+        default="", description="Comma list: the backends tried in order, e.g. anthropic,openai,offline.")
+    llm_hybrid: bool = Field(default=False, description="Offline engine first; the model reads only its candidates.")
+    llm_breaker_failures: int = Field(default=5, ge=1, le=1000)
+    llm_breaker_window_s: float = Field(default=300.0, gt=0)
+    llm_breaker_cooldown_s: float = Field(default=60.0, gt=0)
     embedding_model: str | None = Field(
         default=None, description="Path or name of a sentence-transformers model; default bundled."
     )
@@ -104,6 +112,10 @@ class Settings(BaseSettings):
         if self.llm_backend == "anthropic" and self.anthropic_api_key is None \
                 and not os.environ.get("ANTHROPIC_API_KEY"):
             raise ConfigError("APP_LLM_BACKEND=anthropic needs APP_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY).")
+        if self.llm_backend != "offline" or self.llm_fallback or self.llm_hybrid:
+            from app.agent.backends import check_chain
+
+            check_chain(self)  # APP_LLM_FALLBACK, APP_LLM_HYBRID, prices: ConfigError naming what to set
         return self
 
     @property

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app.agent.backends import get_backend
+from app.agent.backends import build_backend
 from app.agent.runtime import AGENT_VERSION, Draft, run_task
 from app.agent.tasks import get_task
 from app.audit.trail import AuditTrail
@@ -108,7 +108,7 @@ class DraftingService:
     def draft(self, chart: PatientChart, task_name: str, *, question: str | None = None,
               backend_name: str | None = None) -> Draft:
         task = get_task(task_name)
-        backend = get_backend(backend_name or self.s.settings.llm_backend, self.s.settings)
+        backend = build_backend(self.s.settings, backend_name)  # chain, breakers, hybrid (docs/agent.md)
         started = datetime.now(UTC)
         draft = run_task(chart, task, backend, question=question)
         # the model call in the audit trail: model, run, patient, timing; never prompt or text

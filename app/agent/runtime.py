@@ -220,7 +220,7 @@ def run_task(chart: PatientChart, task: TaskSpec, backend: Backend, *, question:
         run_id=run_id, task=task.name, patient_id=chart.patient_id, status=status,
         sentences=sentences, findings=result.findings if status == "completed" else None,
         injection_suspected=injected,
-        backend=backend.name, model=backend.model, turns=result.turns,
+        backend=result.backend or backend.name, model=result.model or backend.model, turns=result.turns,
         tokens_in=result.tokens_in, tokens_out=result.tokens_out, cost_usd=result.cost_usd,
         latency_ms=latency, prompt_version=task.prompt_version, notes=result.notes,
         answer_found=result.answer_found,

@@ -27,8 +27,11 @@ def admin_figures() -> dict:
         depth = db.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.state == "pending")) or 0
     total = sum(by_action.get(a, 0) for a in ("approve", "edit", "reject"))
     overridden = by_action.get("reject", 0) + by_action.get("edit", 0)
+    from app.agent.backends.breaker import process_breakers
+
     return {"runs": sorted(runs, key=lambda r: r["run_id"]), "reviews": by_action,
-            "override_rate": overridden / total if total else None, "outbox_depth": depth}
+            "override_rate": overridden / total if total else None, "outbox_depth": depth,
+            "breakers": process_breakers().snapshot()}
 
 
 @bp.get("/admin")

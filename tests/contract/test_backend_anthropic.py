@@ -18,7 +18,7 @@ from app.agent.tasks import TASKS
 from app.config import load_settings
 from tests.unit.test_agent_fixtures import bundle_chart
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-5-5"  # the default since claude-sonnet-4-5 reached end of life (2026-11-30)
 NOTE = re.compile(r'<note_data chunk_id="([^"]+)"[^>]*>\n(.*?)\n</note_data>', re.S)
 
 
@@ -118,12 +118,13 @@ def test_tool_use_then_submit_is_completed_with_verified_citations(chart, fake, 
     assert first["model"] == MODEL
     assert first["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert [t["name"] for t in first["tools"]] == ["search_notes", "list_conditions",
-                                                   "read_patient_demographics", "submit_draft"]
+                                                   "read_patient_demographics", "read_notes", "submit_draft"]
     # the tool result went back as delimited data
     result, = last_tool_results(fake.requests[1])
     assert result["tool_use_id"] == "toolu_01" and result["content"].startswith("<note_data")
     assert draft.tokens_in == 1200 + 2400 + 1800 and draft.tokens_out == 450
-    assert draft.cost_usd == pytest.approx((1200 * 3 + 150 * 15 + 2400 * 3 + 1800 * 0.3 + 300 * 15) / 1e6)
+    # claude-sonnet-5-5 list prices from prices.yaml: $2 in, $10 out, $0.20 cache read per MTok
+    assert draft.cost_usd == pytest.approx((1200 * 2 + 150 * 10 + 2400 * 2 + 1800 * 0.2 + 300 * 10) / 1e6)
 
 
 def test_names_identifiers_and_dates_are_pseudonymised_before_the_call(chart, fake, backend):

@@ -1,10 +1,13 @@
 """The ``anthropic`` backend: Claude through the Messages API with tool use (official SDK).
 
-- model id pinned in config (``APP_ANTHROPIC_MODEL``); static instructions sent as a system
-  block with ``cache_control`` (prompt caching), tools listed in a fixed order;
+- model id pinned in config (``APP_ANTHROPIC_MODEL``, default ``claude-sonnet-5-5``); static
+  instructions sent as a system block with ``cache_control`` (prompt caching), tools listed in a
+  fixed order; no sampling parameters (Sonnet 5.x answers 400 to non-default ones);
 - timeouts (``APP_LLM_TIMEOUT_S``); retries with backoff on 408, 429, 5xx and 529 overloaded
-  (``APP_LLM_MAX_RETRIES``); the SDK's own retries are off so the count is ours;
-- tokens and cost per run (cache writes and reads priced separately);
+  (``APP_LLM_MAX_RETRIES``, ``llm.call_with_retries``); the SDK's own retries are off so the
+  count is ours;
+- tokens and cost per run from ``prices.yaml`` (cache writes and reads priced separately); a
+  model without a price is refused when the backend is built;
 - the draft arrives through the ``submit_draft`` tool, validated with pydantic; one repair
   attempt (also after a ``max_tokens`` stop), else the run is ``escalated``;
 - names, identifiers and exact dates pseudonymised before the call, restored after
@@ -29,7 +32,9 @@ from app.agent.backends.llm import (
     TOOL_SPECS,
     OutputInvalid,
     Pseudonymiser,
+    RetryableCall,
     ToolInputError,
+    call_with_retries,
     cost_usd,
     first_message,
     parse_output,
@@ -40,14 +45,10 @@ from app.agent.backends.llm import (
 from app.agent.guard import Limits
 from app.agent.tasks import TaskSpec
 from app.config import Settings
-from app.errors import FatalUpstreamError, TemporaryUpstreamError
-from app.logging import event
+from app.errors import FatalUpstreamError
 
 log = logging.getLogger(__name__)
-# USD per million tokens (input, output), list prices; APP_LLM_PRICE_* override.
-PRICES = {"claude-sonnet-4-5": (3.0, 15.0), "claude-sonnet-4-5-20250929": (3.0, 15.0),
-          "claude-haiku-4-5": (1.0, 5.0), "claude-haiku-4-5-20251001": (1.0, 5.0),
-          "claude-opus-4-5": (5.0, 25.0), "claude-opus-4-5-20251101": (5.0, 25.0)}
+DEFAULT_MODEL = "claude-sonnet-5-5"
 
 
 class AnthropicBackend:
@@ -57,37 +58,31 @@ class AnthropicBackend:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.model = settings.anthropic_model
+        self.prices = prices_for(settings, self.model)  # ConfigError for an unpriced model, before any call
         key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
         self.client = client or anthropic.Anthropic(api_key=key, timeout=settings.llm_timeout_s, max_retries=0)
         self.sleep = sleep
         self.pseudonymise = True if settings.llm_pseudonymise is None else settings.llm_pseudonymise
-        self.prices = prices_for(settings, self.model, PRICES)
 
     # -- one call, with retries ------------------------------------------------------------------
 
     def _create(self, messages: list[dict[str, Any]], max_tokens: int) -> Any:
-        attempts = self.settings.llm_max_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
+        def send() -> Any:
+            try:  # no temperature / top_p / top_k: Sonnet 5.x refuses non-default sampling parameters
                 return self.client.messages.create(
                     model=self.model, max_tokens=max_tokens, messages=messages,  # type: ignore[arg-type]
                     system=[{"type": "text", "text": SYSTEM_INSTRUCTIONS, "cache_control": {"type": "ephemeral"}}],
                     tools=TOOL_SPECS,  # type: ignore[arg-type]
                     timeout=self.settings.llm_timeout_s)
             except anthropic.APIStatusError as exc:
-                status = exc.status_code
-                if status not in RETRYABLE_STATUS:
-                    raise FatalUpstreamError(f"The model endpoint refused the request (HTTP {status}).",
+                if exc.status_code not in RETRYABLE_STATUS:
+                    raise FatalUpstreamError(f"The model endpoint refused the request (HTTP {exc.status_code}).",
                                              code="model_refused") from None
-                reason = f"http_{status}"
+                raise RetryableCall(f"http_{exc.status_code}") from None
             except (anthropic.APIConnectionError, anthropic.APITimeoutError):
-                reason = "network"
-            event(log, "agent.model_retry", backend=self.name, attempt=attempt, code=reason,
-                  retry_in_s=min(30.0, 0.5 * 2 ** (attempt - 1)))
-            if attempt < attempts:
-                self.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
-        raise TemporaryUpstreamError("The model endpoint is unavailable or overloaded; try again later.",
-                                     code="model_unavailable")
+                raise RetryableCall("network") from None
+
+        return call_with_retries(send, backend=self.name, retries=self.settings.llm_max_retries, sleep=self.sleep)
 
     # -- the agent loop --------------------------------------------------------------------------
 
@@ -97,6 +92,7 @@ class AnthropicBackend:
         usage = {"in": 0, "out": 0, "cost": 0.0}
         repairs = 0
         turns = 0
+        state: dict = {}
 
         def result(status: str, note: str | None = None, base: BackendResult | None = None) -> BackendResult:
             out = base or BackendResult(sentences=[], status=status, notes=[note] if note else [])
@@ -148,7 +144,7 @@ class AnthropicBackend:
                         continue
                     return result("completed", base=to_result(out))
                 try:
-                    text = run_tool(block.name, block.input, tools, pseudo)
+                    text = run_tool(block.name, block.input, tools, pseudo, state)
                     replies.append({"type": "tool_result", "tool_use_id": block.id, "content": text})
                 except ToolInputError as exc:
                     replies.append({"type": "tool_result", "tool_use_id": block.id, "is_error": True,
@@ -162,4 +158,4 @@ def build(settings: Settings | None = None) -> AnthropicBackend:
     return AnthropicBackend(settings or load_settings())
 
 
-__all__ = ["AnthropicBackend", "build"]
+__all__ = ["DEFAULT_MODEL", "AnthropicBackend", "build"]

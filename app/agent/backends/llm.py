@@ -9,13 +9,18 @@ checked sentence by sentence by ``app.agent.citations``.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
+import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from app.agent.backends import BackendResult, Tools
@@ -23,8 +28,17 @@ from app.agent.citations import ProposedSentence
 from app.agent.guard import injection_spans
 from app.agent.tasks import TaskSpec
 from app.config import Settings
+from app.errors import ConfigError, TemporaryUpstreamError
+from app.logging import event
+from app.retrieval.chunking import Chunk
 
+log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
+# Sonnet 5.x answers 400 to non-default sampling parameters: the anthropic backend sends none.
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+PRICES_FILE = Path(__file__).with_name("prices.yaml")
+READ_PAGE_CHARS = 24_000  # one read_notes page (~6,000 tokens)
+_T = TypeVar("_T")
 
 SYSTEM_INSTRUCTIONS = """You draft clinical text for a clinician to review. Rules:
 1. Read the chart only through the tools. Use only facts found in tool results.
@@ -58,6 +72,9 @@ TOOL_SPECS: list[dict[str, Any]] = [
      "input_schema": {"type": "object", "properties": {}}},
     {"name": "read_patient_demographics", "description": "Age in years and administrative gender.",
      "input_schema": {"type": "object", "properties": {}}},
+    {"name": "read_notes", "description": "Every permitted note chunk, oldest first, one page at a time "
+                                          "(a screen reads them all); says how many pages there are.",
+     "input_schema": {"type": "object", "properties": {"page": {"type": "integer", "minimum": 1}}}},
     {"name": "submit_draft", "description": "Submit the final draft (once).",
      "input_schema": {"type": "object", "properties": {
          "sentences": {"type": "array", "items": {"type": "object", "properties": {
@@ -204,8 +221,32 @@ class ToolInputError(Exception):
     """A tool call's input is malformed; ``str()`` is our message for the model."""
 
 
-def run_tool(name: str, args: Any, tools: Tools, pseudo: Pseudonymiser) -> str:
-    """Execute one tool call; the result is a string for the model (note text delimited as data)."""
+def _note_data(chunk: Chunk, tools: Tools, pseudo: Pseudonymiser) -> str:
+    text = chunk.text
+    for a, b in sorted(injection_spans(text), reverse=True):  # flagged spans never reach the model
+        text = text[:a] + "[removed: suspected instruction]" + text[b:]
+    when = (tools.document_date(chunk.document_id) or "")[:10]
+    return (f'<note_data chunk_id="{chunk.id}" date="{pseudo.apply(when)}" '
+            f'section="{chunk.section or ""}">\n{pseudo.apply(text)}\n</note_data>')
+
+
+def _pages(chunks: list[Chunk]) -> list[list[Chunk]]:
+    pages: list[list[Chunk]] = [[]]
+    size = 0
+    for c in chunks:
+        if pages[-1] and size + len(c.text) > READ_PAGE_CHARS:
+            pages.append([])
+            size = 0
+        pages[-1].append(c)
+        size += len(c.text)
+    return pages
+
+
+def run_tool(name: str, args: Any, tools: Tools, pseudo: Pseudonymiser, state: dict | None = None) -> str:
+    """Execute one tool call; the result is a string for the model (note text delimited as data).
+
+    ``state`` is the run's scratch space (one dict per run): ``read_notes`` reads the chart once
+    and serves its pages from there, so paging is not a repeated tool call."""
     if not isinstance(args, dict):
         raise ToolInputError("Tool input must be a JSON object.")
     args = pseudo.restore(args)
@@ -215,15 +256,21 @@ def run_tool(name: str, args: Any, tools: Tools, pseudo: Pseudonymiser) -> str:
             raise ToolInputError("search_notes needs a non-empty string 'query'.")
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 10:
             raise ToolInputError("search_notes 'k' must be an integer from 1 to 10.")
-        parts = []
-        for res in tools.search(query.strip()[:300], k=k):
-            text = res.chunk.text
-            for a, b in sorted(injection_spans(text), reverse=True):  # flagged spans never reach the model
-                text = text[:a] + "[removed: suspected instruction]" + text[b:]
-            when = (tools.document_date(res.chunk.document_id) or "")[:10]
-            parts.append(f'<note_data chunk_id="{res.chunk.id}" date="{pseudo.apply(when)}" '
-                         f'section="{res.chunk.section or ""}">\n{pseudo.apply(text)}\n</note_data>')
+        parts = [_note_data(res.chunk, tools, pseudo) for res in tools.search(query.strip()[:300], k=k)]
         return "\n".join(parts) or "No permitted note matched."
+    if name == "read_notes":
+        page = args.get("page", 1)
+        if not isinstance(page, int) or isinstance(page, bool) or page < 1:
+            raise ToolInputError("read_notes 'page' must be an integer from 1.")
+        state = {} if state is None else state
+        if "pages" not in state:
+            state["pages"] = _pages(tools.read_notes())
+        pages = state["pages"]
+        if page > len(pages):
+            raise ToolInputError(f"read_notes has {len(pages)} page(s).")
+        body = "\n".join(_note_data(c, tools, pseudo) for c in pages[page - 1]) or "No permitted note."
+        more = f" Call read_notes with page {page + 1} for more." if page < len(pages) else ""
+        return f"{body}\n(Page {page} of {len(pages)}.{more})"
     if name == "list_conditions":
         return pseudo.apply(json.dumps(tools.conditions()))
     if name == "read_patient_demographics":
@@ -238,18 +285,95 @@ def first_message(task: TaskSpec, question: str | None, pseudo: Pseudonymiser) -
     return text
 
 
-def prices_for(settings: Settings, model: str,
-               table: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
-    """USD per million tokens (input, output): APP_LLM_PRICE_* when both are set, else the table's."""
+# -- prices -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens. Cache prices default to 0.1x (read) and 1.25x (5-minute write) input."""
+
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+
+def _price(entry: Any, where: str) -> Price:
+    if isinstance(entry, list | tuple) and len(entry) == 2:
+        entry = {"input": entry[0], "output": entry[1]}
+    try:
+        p = Price(input=float(entry["input"]), output=float(entry["output"]),
+                  cache_read=None if entry.get("cache_read") is None else float(entry["cache_read"]),
+                  cache_write=None if entry.get("cache_write_5m") is None else float(entry["cache_write_5m"]))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise ConfigError(f"{where}: a price needs numeric 'input' and 'output' (USD per million tokens).") from None
+    if min(p.input, p.output, p.cache_read or 0, p.cache_write or 0) < 0:
+        raise ConfigError(f"{where}: prices cannot be negative.")
+    return p
+
+
+@functools.lru_cache(maxsize=4)
+def load_prices(path: Path = PRICES_FILE) -> dict[str, Price]:
+    """The list-price table (``prices.yaml``), model id -> Price."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        raise ConfigError(f"The price table {path.name} cannot be read.") from None
+    return {str(model): _price(entry, f"{path.name} ({model})") for model, entry in (data.get("models") or {}).items()}
+
+
+def prices_for(settings: Settings, model: str) -> Price:
+    """The price of ``model``: APP_LLM_PRICES[model], else the list-price table, else
+    APP_LLM_PRICE_IN/OUT_PER_MTOK (for a model the table does not list, e.g. one run in-house).
+    A model priced nowhere is refused with a ConfigError: the ledger's cost must not be a guess."""
+    configured = getattr(settings, "llm_prices", None) or {}
+    if model in configured:
+        return _price(configured[model], f"APP_LLM_PRICES ({model})")
+    table = load_prices()
+    if model in table:
+        return table[model]
     if settings.llm_price_in_per_mtok is not None and settings.llm_price_out_per_mtok is not None:
-        return settings.llm_price_in_per_mtok, settings.llm_price_out_per_mtok
-    return table.get(model)
+        return _price([settings.llm_price_in_per_mtok, settings.llm_price_out_per_mtok], "APP_LLM_PRICE_*")
+    raise ConfigError(f"The model '{model}' has no price: add it to APP_LLM_PRICES, or set "
+                      "APP_LLM_PRICE_IN_PER_MTOK and APP_LLM_PRICE_OUT_PER_MTOK (0 for a model run in-house); "
+                      f"priced models: {', '.join(sorted(table)) or 'none'}.", code="model_unpriced")
 
 
-def cost_usd(prices: tuple[float, float] | None, tokens_in: int, tokens_out: int,
-             cache_write: int = 0, cache_read: int = 0) -> float:
-    """USD from per-million-token prices (input, output); cache writes 1.25x, reads 0.1x input."""
-    if prices is None:
-        return 0.0
-    p_in, p_out = prices
-    return (tokens_in * p_in + cache_write * p_in * 1.25 + cache_read * p_in * 0.1 + tokens_out * p_out) / 1e6
+def cost_usd(price: Price, tokens_in: int, tokens_out: int, cache_write: int = 0, cache_read: int = 0) -> float:
+    """USD of one call: uncached input, 5-minute cache writes, cache reads and output, each at its price."""
+    write = price.input * 1.25 if price.cache_write is None else price.cache_write
+    read = price.input * 0.1 if price.cache_read is None else price.cache_read
+    return (tokens_in * price.input + cache_write * write + cache_read * read + tokens_out * price.output) / 1e6
+
+
+# -- retries (the one retry policy of the model backends; H7 may swap it for a shared one) --------
+
+class RetryableCall(Exception):  # noqa: N818 - a signal, not an error shown to anyone
+    """Raised by a backend's send function for an outcome worth retrying; ``reason`` is a code."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def backoff_s(attempt: int) -> float:
+    return min(30.0, 0.5 * 2 ** (attempt - 1))
+
+
+def call_with_retries(send: Callable[[], _T], *, backend: str, retries: int,
+                      sleep: Callable[[float], None]) -> _T:
+    """Call ``send`` up to ``retries + 1`` times while it raises ``RetryableCall`` (408, 429, 5xx,
+    529, network), with exponential backoff; then ``TemporaryUpstreamError(model_unavailable)``.
+    Any other exception (a refusal, a bad answer) passes through at once."""
+    attempts = retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return send()
+        except RetryableCall as exc:
+            reason = exc.reason
+        last = attempt == attempts
+        event(log, "agent.model_retry", backend=backend, attempt=attempt, code=reason,
+              retry_in_s=None if last else backoff_s(attempt))
+        if not last:
+            sleep(backoff_s(attempt))
+    raise TemporaryUpstreamError("The model endpoint is unavailable or overloaded; try again later.",
+                                 code="model_unavailable")

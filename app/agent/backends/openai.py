@@ -24,7 +24,9 @@ from app.agent.backends.llm import (
     TOOL_SPECS,
     OutputInvalid,
     Pseudonymiser,
+    RetryableCall,
     ToolInputError,
+    call_with_retries,
     cost_usd,
     first_message,
     parse_output,
@@ -35,8 +37,7 @@ from app.agent.backends.llm import (
 from app.agent.guard import Limits
 from app.agent.tasks import TaskSpec
 from app.config import Settings
-from app.errors import ConfigError, FatalUpstreamError, TemporaryUpstreamError
-from app.logging import event
+from app.errors import ConfigError, FatalUpstreamError
 
 log = logging.getLogger(__name__)
 FUNCTIONS = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
@@ -52,6 +53,7 @@ class OpenAICompatibleBackend:
             raise ConfigError("The openai backend needs APP_OPENAI_BASE_URL and APP_OPENAI_MODEL.")
         self.settings = settings
         self.model = settings.openai_model
+        self.prices = prices_for(settings, self.model)  # ConfigError when unpriced (in-house: price it 0)
         self.url = settings.openai_base_url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
         if settings.openai_api_key:
@@ -60,34 +62,30 @@ class OpenAICompatibleBackend:
         self.headers = headers
         self.sleep = sleep
         self.pseudonymise = False if settings.llm_pseudonymise is None else settings.llm_pseudonymise
-        self.prices = prices_for(settings, self.model, {})
 
     def _create(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         body = {"model": self.model, "messages": messages, "tools": FUNCTIONS, "tool_choice": "auto",
                 "max_tokens": self.settings.llm_max_output_tokens, "temperature": 0}
-        attempts = self.settings.llm_max_retries + 1
-        for attempt in range(1, attempts + 1):
+
+        def send() -> dict[str, Any]:
             try:
                 resp = self.http.post(self.url, json=body, headers=self.headers, timeout=self.settings.llm_timeout_s)
-                if resp.status_code < 300:
-                    data = resp.json()
-                    if not isinstance(data, dict) or not data.get("choices"):
-                        raise FatalUpstreamError("The model endpoint sent an unexpected answer.",
-                                                 code="model_bad_response")
-                    return data
-                if resp.status_code not in RETRYABLE_STATUS:
-                    raise FatalUpstreamError(f"The model endpoint refused the request (HTTP {resp.status_code}).",
-                                             code="model_refused")
-                reason = f"http_{resp.status_code}"
             except (httpx2.TimeoutException, httpx2.TransportError):
-                reason = "network"
+                raise RetryableCall("network") from None
+            if resp.status_code in RETRYABLE_STATUS:
+                raise RetryableCall(f"http_{resp.status_code}")
+            if resp.status_code >= 300:
+                raise FatalUpstreamError(f"The model endpoint refused the request (HTTP {resp.status_code}).",
+                                         code="model_refused")
+            try:
+                data = resp.json()
             except ValueError:
                 raise FatalUpstreamError("The model endpoint sent invalid JSON.", code="model_bad_response") from None
-            event(log, "agent.model_retry", backend=self.name, attempt=attempt, code=reason)
-            if attempt < attempts:
-                self.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
-        raise TemporaryUpstreamError("The model endpoint is unavailable or overloaded; try again later.",
-                                     code="model_unavailable")
+            if not isinstance(data, dict) or not data.get("choices"):
+                raise FatalUpstreamError("The model endpoint sent an unexpected answer.", code="model_bad_response")
+            return data
+
+        return call_with_retries(send, backend=self.name, retries=self.settings.llm_max_retries, sleep=self.sleep)
 
     def run(self, task: TaskSpec, tools: Tools, *, question: str | None, limits: Limits) -> BackendResult:
         pseudo = Pseudonymiser.for_patient(tools.patient_resource(), enabled=self.pseudonymise)
@@ -95,6 +93,7 @@ class OpenAICompatibleBackend:
                                           {"role": "user", "content": first_message(task, question, pseudo)}]
         usage = {"in": 0, "out": 0, "cost": 0.0}
         repairs = turns = 0
+        state: dict = {}
 
         def result(status: str, note: str | None = None, base: BackendResult | None = None) -> BackendResult:
             out = base or BackendResult(sentences=[], status=status, notes=[note] if note else [])
@@ -149,7 +148,7 @@ class OpenAICompatibleBackend:
                 try:
                     if args is None:
                         raise ToolInputError("Tool arguments are not valid JSON.")
-                    text = run_tool(str(fn.get("name") or ""), args, tools, pseudo)
+                    text = run_tool(str(fn.get("name") or ""), args, tools, pseudo, state)
                 except ToolInputError as exc:
                     text = "Error: " + str(exc)
                 messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
