@@ -5,6 +5,10 @@ from ``synthetic_data/bundles`` without a server: the indexer only needs
 ``read``, ``search`` (by ``patient``) and ``fetch_limited`` (Binary by
 relative url), which this class answers from memory. It is not a FHIR server:
 no paging, no other search parameters, nothing written.
+
+Like a server processing a transaction, it resolves ``urn:uuid:`` references between the
+entries of a bundle to ``Type/id`` (Synthea-style bundles reference the patient by its
+``fullUrl``), so that a search by patient finds them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,20 @@ from app.errors import FhirError
 
 _PATIENT_REF = {"Condition": "subject", "DocumentReference": "subject", "Encounter": "subject",
                 "MedicationRequest": "subject"}
+
+
+def _resolve(node: Any, local: dict[str, str]) -> None:
+    """Rewrite ``{"reference": "urn:uuid:..."}`` to the entry's ``Type/id``, in place."""
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref in local:
+            node["reference"] = local[ref]
+        for value in node.values():
+            if isinstance(value, dict | list):
+                _resolve(value, local)
+    elif isinstance(node, list):
+        for value in node:
+            _resolve(value, local)
 
 
 class BundleClient:
@@ -37,8 +55,15 @@ class BundleClient:
         resources: list[dict] = []
         for path in paths:
             bundle = json.loads(Path(path).read_text(encoding="utf-8"))
-            resources += [e["resource"] for e in bundle.get("entry") or []
-                          if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+            entries = [e for e in bundle.get("entry") or []
+                       if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+            local = {e["fullUrl"]: f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}"
+                     for e in entries if isinstance(e.get("fullUrl"), str) and e["fullUrl"].startswith("urn:uuid:")
+                     and e["resource"].get("id")}
+            for e in entries:
+                if local:
+                    _resolve(e["resource"], local)
+                resources.append(e["resource"])
         return cls(resources)
 
     @classmethod
