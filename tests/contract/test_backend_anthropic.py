@@ -210,3 +210,67 @@ def test_a_model_repeating_the_same_search_is_loop_detected(chart, fake, backend
 def test_turn_limit(chart, fake, backend):
     fake.enqueue(*(search(f"query {i}") for i in range(3)))
     assert run_task(chart, TASKS["summary"], backend, limits=Limits(max_turns=3)).status == "limit_exceeded"
+
+
+# -- the current model, its price, and the request it is sent --------------------------------------
+
+def test_default_model_is_the_current_sonnet_and_no_sampling_parameters_are_sent(chart, fake, recwarn):
+    import warnings
+
+    settings = load_settings(testing=True, llm_max_retries=0)  # the defaults
+    assert settings.anthropic_model == "claude-sonnet-5-5"
+    client = anthropic.Anthropic(api_key="test-key", base_url="https://api.anthropic.test", max_retries=0,
+                                 http_client=httpx2.Client(transport=httpx2.MockTransport(fake.handler)))
+    fake.enqueue(search(), submit_quoting(r"pneumonitis"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # the SDK warns for an end-of-life model
+        draft = run_task(chart, TASKS["summary"], AnthropicBackend(settings, client=client))
+    assert draft.status == "completed" and draft.model == "claude-sonnet-5-5"
+    for body in fake.requests:  # Sonnet 5.x answers 400 to non-default sampling parameters
+        assert body["model"] == "claude-sonnet-5-5"
+        assert not {"temperature", "top_p", "top_k"} & body.keys(), body.keys()
+        assert set(body) == {"model", "max_tokens", "messages", "system", "tools"}
+
+
+def test_prices_come_from_the_data_file_with_cache_writes_and_reads(chart, fake, backend):
+    from app.agent.backends.llm import PRICES_FILE, Price, load_prices
+
+    assert PRICES_FILE.name == "prices.yaml"
+    assert load_prices()["claude-sonnet-5-5"] == Price(input=2.0, output=10.0, cache_read=0.2, cache_write=2.5)
+    fake.enqueue(lambda body: (200, message([tool_use("search_notes", {"query": "pneumonitis", "k": 4})],
+                                            usage=(1000, 100, 5000, 0))),
+                 submit_quoting(r"pneumonitis"))
+    draft = run_task(chart, TASKS["summary"], backend)
+    # 1000 + 2400 in at $2, 5000 cache write (5 min) at $2.50, 1800 cache read at $0.20, 400 out at $10
+    assert draft.cost_usd == pytest.approx((3400 * 2 + 5000 * 2.5 + 1800 * 0.2 + 400 * 10) / 1e6)
+
+
+def test_a_model_without_a_price_is_refused_unless_priced_by_configuration():
+    from app.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'claude-sonnet-4-5' has no price") as err:
+        AnthropicBackend(load_settings(testing=True, anthropic_model="claude-sonnet-4-5"))
+    assert err.value.code == "model_unpriced"
+    with pytest.raises(ConfigError, match="has no price"):  # at start-up, before any request
+        load_settings(testing=True, llm_backend="anthropic", anthropic_api_key="k", anthropic_model="claude-next-9")
+    priced = load_settings(testing=True, llm_backend="anthropic", anthropic_api_key="k",
+                           anthropic_model="claude-next-9", llm_prices={"claude-next-9": {"input": 4, "output": 20}})
+    assert AnthropicBackend(priced).prices.input == 4
+    # configured prices override the list price of a listed model
+    negotiated = load_settings(testing=True, llm_prices={"claude-sonnet-5-5": {"input": 1.5, "output": 8}})
+    assert AnthropicBackend(negotiated).prices.output == 8
+    with pytest.raises(ConfigError, match="numeric 'input' and 'output'"):
+        AnthropicBackend(load_settings(testing=True, llm_prices={"claude-sonnet-5-5": {"input": 1}}))
+
+
+def test_a_broken_price_file_is_a_clear_error(tmp_path):
+    from app.agent.backends.llm import load_prices
+    from app.errors import ConfigError
+
+    bad = tmp_path / "prices.yaml"
+    bad.write_text("models:\n  m1: {input: -1, output: 2}\n")
+    with pytest.raises(ConfigError, match="negative"):
+        load_prices(bad)
+    bad.write_text("models: [\n")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_prices(bad)

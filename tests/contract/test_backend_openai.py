@@ -121,3 +121,35 @@ def test_fabricated_quote_is_unsupported(chart, fake, backend):
 def test_missing_endpoint_settings_fail_clearly():
     with pytest.raises(ConfigError, match="APP_OPENAI_BASE_URL"):
         load_settings(testing=True, llm_backend="openai")
+
+
+def test_the_in_house_model_must_be_priced_and_zero_is_a_price(chart, fake):
+    base = {"testing": True, "openai_base_url": "http://llm.hospital.test/v1", "openai_model": "llama-3.1-70b-instruct"}
+    with pytest.raises(ConfigError, match="has no price"):
+        OpenAICompatibleBackend(load_settings(**base))
+    with pytest.raises(ConfigError, match="has no price"):
+        load_settings(**base, llm_backend="openai")
+    free = OpenAICompatibleBackend(load_settings(**base, llm_price_in_per_mtok=0, llm_price_out_per_mtok=0),
+                                   http=httpx2.Client(transport=httpx2.MockTransport(fake.handler)))
+    fake.steps += [search, submit()]
+    draft = run_task(chart, TASKS["summary"], free)
+    assert draft.status == "completed" and draft.tokens_in == 1800 and draft.cost_usd == 0.0
+
+
+def test_read_notes_pages_through_every_permitted_chunk(chart, fake, backend):
+    pages = []
+
+    def reader(body):
+        last = body["messages"][-1]
+        if last["role"] == "tool":
+            pages.append(last["content"])
+            if "Call read_notes with page" not in last["content"]:
+                return submit()(body)
+        return 200, completion(call("read_notes", json.dumps({"page": len(pages) + 1}), f"call_r{len(pages)}"))
+
+    fake.steps += [reader] * 10
+    draft = run_task(chart, TASKS["summary"], backend)
+    seen = [cid for p in pages for cid, _ in NOTE.findall(p)]
+    assert len(pages) >= 2 and f"(Page {len(pages)} of {len(pages)}.)" in pages[-1]
+    assert sorted(seen) == sorted(chart.chunk_by_id()), "every permitted chunk once, none twice"
+    assert draft.status == "completed" and draft.sentences[0].supported
