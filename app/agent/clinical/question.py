@@ -1,0 +1,530 @@
+"""Questions answered from the permitted notes by the offline backend: extractive, cited.
+
+How an answer is found (``answer(tools, question)``):
+
+1. The question is parsed against the curated vocabulary (``vocab/topics.yaml``,
+   ``vocab/synonyms.yaml``): its *topic* (allergies, medications, blood pressure, smoking ...)
+   says which note sections answer it; the remaining content words become term groups,
+   widened by synonyms and drug classes ("steroid" → prednisone, dexamethasone ...).
+2. The notes are read once (``tools.read_notes()``), grouped per document and walked
+   newest first (oldest first for "first"/"earliest"): the first note whose section of the
+   topic holds an answering line answers. Lines that say "not recorded" do not answer
+   ("None recorded at this visit" under Vital Signs sends the search to an older note).
+3. Without a topic, lines anywhere that contain every term group answer (two thirds of them
+   for long questions); the hybrid search (embedding model + BM25) is consulted once, only
+   when that finds nothing, to rank lines that hold part of the terms.
+4. Nothing found: ``answer_found`` False and a plain statement. Never a guess.
+
+Every sentence quotes the note verbatim and cites one note: the newest one that has it.
+``NoteSet`` (one chart's notes, newest first, lines with their section category) is shared
+with the summary (``app.agent.clinical.summary``). Sections come from the chunker's headers,
+mapped by ``vocab/sections.yaml``; a chunk whose header is unknown is sectioned by the
+medspacy pipeline (``app.agent.clinical.pipeline.sections``) when that module is installed.
+No note text is logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.agent.backends import BackendResult, Tools
+from app.agent.citations import MIN_QUOTE_CHARS, ProposedSentence, normalise, split_sentences
+from app.agent.guard import injection_spans
+from app.retrieval.chunking import Chunk
+
+VOCAB_DIR = Path(__file__).with_name("vocab")
+NOT_FOUND = "The permitted record does not contain an answer to this question."
+MAX_ANSWER_LINES = 12
+PIPELINE_NOTE_BUDGET = 300  # notes (newest first) whose unknown sections may go through medspacy
+_HEADER_PREFIX = re.compile(r"^[\s#*_=-]*")
+_BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)])\s+")
+
+
+@functools.cache
+def vocab(name: str) -> Any:
+    """A vocabulary file of ``vocab/`` (parsed once)."""
+    return yaml.safe_load((VOCAB_DIR / name).read_text(encoding="utf-8"))
+
+
+def _phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
+    alts = sorted({p.lower() for p in phrases if p}, key=len, reverse=True)
+    if not alts:
+        return None
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(a) for a in alts) + r")(?![a-z0-9])")
+
+
+def _regexes(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _title_key(title: str) -> str:
+    t = _HEADER_PREFIX.sub("", title.lower()).strip().rstrip(":").strip()
+    return re.sub(r"\s+", " ", t)
+
+
+@functools.cache
+def _section_aliases() -> list[tuple[str, str]]:
+    out = [(alias.lower(), cat) for cat, aliases in vocab("sections.yaml")["categories"].items()
+           for alias in aliases]
+    return sorted(out, key=lambda t: len(t[0]), reverse=True)
+
+
+@functools.cache
+def section_category(title: str | None) -> str | None:
+    """Our category of a section title ("Current Outpatient Medications" → medications), or None."""
+    if not title:
+        return None
+    key = _title_key(title)
+    for alias, cat in _section_aliases():
+        if key == alias or (key.startswith(alias) and not key[len(alias):len(alias) + 1].isalnum()):
+            return cat
+    return None
+
+
+def pipeline_category(category: str | None) -> str | None:
+    """Our category of a medspacy / pipeline section category."""
+    if not category:
+        return None
+    name = category.lower()
+    for needle, cat in vocab("sections.yaml")["pipeline_categories"].items():
+        if needle in name:
+            return cat
+    return None
+
+
+def _pipeline_sections(text: str) -> list[Any] | None:
+    """Sections of ``text`` from the clinical pipeline, or None when it is not installed."""
+    try:
+        from app.agent.clinical import pipeline  # built by the clinical NLP pipeline task
+    except ImportError:
+        return None
+    return list(pipeline.sections(text))
+
+
+# -- notes and lines --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """One sentence or line of a note, verbatim, with where it sits."""
+
+    chunk: Chunk
+    rel_start: int  # offsets inside chunk.text
+    rel_end: int
+    category: str | None  # section category (sections.yaml), None when unknown
+    title: str | None  # the section title as the note writes it
+    header: bool = False  # the line is the section's own header
+
+    @property
+    def text(self) -> str:
+        return self.chunk.text[self.rel_start:self.rel_end]
+
+    @property
+    def start(self) -> int:
+        return self.chunk.start + self.rel_start
+
+    @property
+    def clean(self) -> str:
+        """The line without a leading bullet, for the draft text."""
+        return _BULLET.sub("", self.text).strip()
+
+    def quote(self) -> str:
+        """A verbatim quote of this line, long enough to be checked (widened inside the chunk)."""
+        text = self.chunk.text
+        start, end = self.rel_start, self.rel_end
+        clean = self.clean
+        if len(normalise(clean)) >= MIN_QUOTE_CHARS:
+            return clean
+        # too short to prove anything alone ("aspirin"): take the text before it in the chunk
+        # (normally the section header), else after it
+        if start > 0:
+            start = max(0, text.rfind("\n", 0, max(0, start - 1)) + 1)
+        if len(normalise(text[start:end])) < MIN_QUOTE_CHARS:
+            end = len(text)
+        return text[start:end].strip()
+
+
+@dataclass
+class Note:
+    document_id: str
+    date: str  # ISO date-time of the DocumentReference, "" when undated
+    chunks: list[Chunk]
+    use_pipeline: bool = True
+    _lines: list[Line] | None = field(default=None, repr=False)
+
+    @property
+    def day(self) -> str:
+        return self.date[:10]
+
+    def lines(self) -> list[Line]:
+        """Every line of the note once (overlapping chunks deduplicated), in note order."""
+        if self._lines is None:
+            seen: set[int] = set()
+            out: list[Line] = []
+            for chunk in self.chunks:
+                for line in _chunk_lines(chunk, self.use_pipeline):
+                    if line.start in seen:
+                        continue
+                    seen.add(line.start)
+                    out.append(line)
+            out.sort(key=lambda ln: ln.start)
+            self._lines = out
+        return self._lines
+
+    def section_lines(self, categories: Iterable[str]) -> list[Line]:
+        wanted = set(categories)
+        return [ln for ln in self.lines() if ln.category in wanted and not ln.header]
+
+
+def _chunk_lines(chunk: Chunk, use_pipeline: bool) -> list[Line]:
+    text = chunk.text
+    spans = split_sentences(text)
+    blocked = injection_spans(text)
+    category = section_category(chunk.section)
+    piped: list[Any] | None = None
+    if category is None and use_pipeline and len(text.strip()) > 40:
+        piped = _pipeline_sections(text)
+    out: list[Line] = []
+    for i, (s, e) in enumerate(spans):
+        if any(s < be and bs < e for bs, be in blocked):
+            continue  # text from a suspected injection is never quoted
+        cat, title, header = category, chunk.section, False
+        if piped:
+            sec = next((p for p in piped if p.start <= s < max(p.end, p.start + 1)), None)
+            if sec is not None:
+                cat, title = pipeline_category(sec.category), sec.title or chunk.section
+        if i == 0 and chunk.section and _title_key(text[s:e]).startswith(_title_key(chunk.section)):
+            # the header line; "Allergies: NKDA" keeps "NKDA" as a line of its own
+            head = _HEADER_PREFIX.sub("", text[s:e])
+            rest = head[len(chunk.section):] if head.lower().startswith(chunk.section.lower()) else ""
+            rest_stripped = rest.lstrip(" \t:-")
+            if rest_stripped.strip():
+                body_start = e - len(rest_stripped)
+                out.append(Line(chunk, s, body_start, cat, title, header=True))
+                out.append(Line(chunk, body_start, e, cat, title))
+                continue
+            header = True
+        out.append(Line(chunk, s, e, cat, title, header))
+    return out
+
+
+def _parse_date(value: str) -> float:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("-inf")
+
+
+class NoteSet:
+    """One chart's permitted notes, newest first, read once through ``tools.read_notes()``."""
+
+    def __init__(self, tools: Tools) -> None:
+        by_doc: dict[str, list[Chunk]] = {}
+        for chunk in tools.read_notes():
+            by_doc.setdefault(chunk.document_id, []).append(chunk)
+        notes = [Note(did, tools.document_date(did) or "", sorted(chs, key=lambda c: c.start))
+                 for did, chs in by_doc.items()]
+        notes.sort(key=lambda n: (_parse_date(n.date) if n.date else float("-inf"), n.document_id),
+                   reverse=True)
+        for i, note in enumerate(notes):
+            note.use_pipeline = i < PIPELINE_NOTE_BUDGET
+        self.notes = notes
+
+    def __len__(self) -> int:
+        return len(self.notes)
+
+    def newest_first(self) -> Iterator[Note]:
+        return iter(self.notes)
+
+    def oldest_first(self) -> Iterator[Note]:
+        return reversed(self.notes)
+
+
+# -- question parsing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    triggers: re.Pattern[str] | None
+    sections: tuple[str, ...]
+    lines: tuple[re.Pattern[str], ...]
+    exclude: tuple[re.Pattern[str], ...]
+    anywhere: bool
+    none_is_answer: bool
+    fallback: tuple[re.Pattern[str], ...]
+
+
+@functools.cache
+def topics() -> tuple[Topic, ...]:
+    return tuple(Topic(name=t["name"], triggers=_phrase_pattern(t.get("triggers", [])),
+                       sections=tuple(t.get("sections", [])), lines=_regexes(t.get("lines", [])),
+                       exclude=_regexes(t.get("exclude", [])), anywhere=bool(t.get("anywhere")),
+                       none_is_answer=bool(t.get("none_is_answer")),
+                       fallback=_regexes(t.get("fallback", [])))
+                 for t in vocab("topics.yaml")["topics"])
+
+
+@functools.cache
+def _empty_lines() -> tuple[re.Pattern[str], ...]:
+    return _regexes(vocab("topics.yaml")["empty"])
+
+
+@functools.cache
+def _filler() -> frozenset[str]:
+    return frozenset(w.lower() for w in vocab("topics.yaml")["filler"])
+
+
+@functools.cache
+def _synonym_index() -> dict[str, frozenset[str]]:
+    index: dict[str, set[str]] = {}
+    for group in vocab("synonyms.yaml")["groups"]:
+        members = {m.lower() for m in group}
+        for m in members:
+            index.setdefault(m, set()).update(members)
+    return {k: frozenset(v) for k, v in index.items()}
+
+
+@functools.cache
+def drug_classes() -> dict[str, frozenset[str]]:
+    return {k.lower(): frozenset(m.lower() for m in v) for k, v in vocab("synonyms.yaml")["drug_classes"].items()}
+
+
+@functools.cache
+def _drug_names() -> frozenset[str]:
+    return frozenset(m for members in drug_classes().values() for m in members)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ations", "ation", "ing", "ies", "es", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def _term_regex(forms: Iterable[str]) -> re.Pattern[str]:
+    alts = []
+    for form in sorted(set(forms), key=len, reverse=True):
+        if " " in form or len(form) < 5:
+            alts.append(re.escape(form))
+        else:
+            alts.append(re.escape(_stem(form)) + r"[a-z]{0,6}")
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alts) + r")(?![a-z0-9])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TermGroup:
+    word: str  # as asked
+    pattern: re.Pattern[str]
+    drug: bool  # a drug or a drug class
+
+
+@dataclass(frozen=True)
+class ParsedQuestion:
+    topic: Topic | None
+    groups: tuple[TermGroup, ...]
+    earliest: bool
+
+    def coverage(self, text: str) -> int:
+        return sum(1 for g in self.groups if g.pattern.search(text))
+
+    def needed(self) -> int:
+        n = len(self.groups)
+        return n if n < 3 else math.ceil(2 * n / 3)
+
+
+_Q_WORD = re.compile(r"[a-z0-9][a-z0-9+/-]*[a-z0-9+]|[a-z0-9]")
+
+
+def parse_question(question: str) -> ParsedQuestion:
+    q = question.lower().replace("\u2019", "'")
+    matched = [t for t in topics() if t.triggers is not None and t.triggers.search(q)]
+    rest = q
+    for t in matched:
+        assert t.triggers is not None
+        rest = t.triggers.sub(" ", rest)
+    earliest_pat = _phrase_pattern(vocab("topics.yaml")["earliest"])
+    earliest = bool(earliest_pat and earliest_pat.search(q))
+    recency_pat = _phrase_pattern(vocab("topics.yaml")["recency"])
+    if recency_pat:
+        rest = recency_pat.sub(" ", rest)
+    rest = re.sub(r"'s\b", " ", rest)
+    words = [w for w in _Q_WORD.findall(rest) if w not in _filler() and not w.isdigit()]
+    classes, synonyms, drugs = drug_classes(), _synonym_index(), _drug_names()
+    groups: list[TermGroup] = []
+    i = 0
+    while i < len(words):
+        # two-word keys first ("beta blocker", "dust mite")
+        pair = " ".join(words[i:i + 2]) if i + 1 < len(words) else ""
+        for key, width in ((pair, 2), (words[i], 1)):
+            if not key:
+                continue
+            forms: set[str] = set()
+            drug = False
+            singular = key[:-1] if key.endswith("s") and (key[:-1] in classes or key[:-1] in synonyms) else key
+            if singular in classes:
+                forms |= classes[singular] | {singular}
+                drug = True
+            if singular in synonyms:
+                forms |= synonyms[singular]
+            if width == 2 and not forms:
+                continue
+            forms.add(key)
+            drug = drug or key in drugs or singular in drugs
+            groups.append(TermGroup(key, _term_regex(forms), drug))
+            i += width
+            break
+    topic = matched[0] if matched else None
+    if topic is None and any(g.drug for g in groups):
+        topic = next((t for t in topics() if t.name == "medications"), None)
+    return ParsedQuestion(topic=topic, groups=tuple(groups), earliest=earliest)
+
+
+# -- answering --------------------------------------------------------------------------------
+
+
+def _is_empty(line: Line) -> bool:
+    return any(p.search(line.clean) for p in _empty_lines())
+
+
+def _items(line: Line, parsed: ParsedQuestion) -> list[tuple[str, str]]:
+    """(text, quote) of the parts of a long list line that hold the asked terms."""
+    text = line.clean
+    if not parsed.groups:
+        return [(text, line.quote())]
+    sep = ";" if ";" in text else ","
+    parts = [p.strip() for p in text.split(sep)] if len(text) > 80 and sep in text else [text]
+    hits = [p for p in parts if parsed.coverage(p) > 0] if len(parts) > 1 else parts
+    if not hits:
+        return [(text, line.quote())]
+    out = []
+    for part in hits:
+        quote = part if len(normalise(part)) >= MIN_QUOTE_CHARS else line.quote()
+        out.append((part, quote))
+    return out
+
+
+def _list_block(note: Note, anchor: Line) -> list[Line]:
+    """An intro line ending with ':' and the bullet lines that follow it."""
+    lines = note.lines()
+    idx = next((i for i, ln in enumerate(lines) if ln.start == anchor.start), None)
+    out = [anchor]
+    if idx is None or not anchor.text.rstrip().endswith(":"):
+        return out
+    for ln in lines[idx + 1:]:
+        if not _BULLET.match(ln.text):
+            break
+        out.append(ln)
+    return out
+
+
+def _topic_lines(note: Note, topic: Topic, parsed: ParsedQuestion, where: str) -> list[Line]:
+    if where == "section":
+        lines = note.section_lines(topic.sections)
+        if topic.lines:
+            lines = [ln for ln in lines if any(p.search(ln.text) for p in topic.lines)]
+    elif where == "anywhere":
+        lines = [ln for ln in note.lines() if ln.category not in ("family", "education")
+                 and any(p.search(ln.text) for p in topic.lines)]
+        lines = [x for ln in lines for x in _list_block(note, ln)]
+    else:  # fallback patterns anywhere
+        lines = [ln for ln in note.lines() if ln.category not in ("family", "education")
+                 and any(p.search(ln.text) for p in topic.fallback)]
+    lines = [ln for ln in lines if not any(p.search(ln.text) for p in topic.exclude)]
+    if not topic.none_is_answer:
+        lines = [ln for ln in lines if not _is_empty(ln)]
+    if parsed.groups:
+        lines = [ln for ln in lines if parsed.coverage(ln.text) >= parsed.needed()]
+    return [ln for ln in lines if ln.clean]
+
+
+def _result(note: Note, lines: list[Line], parsed: ParsedQuestion, label: str | None) -> BackendResult:
+    seen: set[str] = set()
+    texts: list[str] = []
+    evidence: list[tuple[str, str]] = []
+    for ln in lines[:MAX_ANSWER_LINES]:
+        items = _items(ln, parsed) if parsed.groups else [(ln.clean, ln.quote())]
+        for text, quote in items:
+            if text.lower() in seen:
+                continue
+            seen.add(text.lower())
+            texts.append(text.rstrip(".;"))
+            evidence.append((ln.chunk.id, quote))
+    title = label or (lines[0].title if lines[0].title else None)
+    prefix = f"[{note.day}] " if note.day else ""
+    body = "; ".join(texts)
+    text = prefix + (f"{_title_key(title).capitalize()}: {body}" if title else body)
+    return BackendResult(sentences=[ProposedSentence(text=text + ".", evidence=tuple(evidence))],
+                         notes=[f"Answered from the {'oldest' if parsed.earliest else 'newest'} note that has it."])
+
+
+def _not_found() -> BackendResult:
+    return BackendResult(sentences=[], answer_found=False, notes=[NOT_FOUND])
+
+
+def answer(tools: Tools, question: str) -> BackendResult:
+    """Answer ``question`` from the permitted notes (one ``read_notes``, at most one ``search``)."""
+    parsed = parse_question(question)
+    notes = NoteSet(tools)
+    order = list(notes.oldest_first() if parsed.earliest else notes.newest_first())
+    topic = parsed.topic
+    if topic is not None:
+        label = None
+        has_section = False
+        for where in ("section", "anywhere", "fallback"):
+            if where == "anywhere" and not (topic.anywhere and topic.lines):
+                continue
+            if where == "fallback" and (not topic.fallback or has_section):
+                continue
+            for note in order:
+                if where == "section" and note.section_lines(topic.sections):
+                    has_section = True
+                lines = _topic_lines(note, topic, parsed, where)
+                if lines:
+                    return _result(note, lines, parsed, label)
+        if not parsed.groups or has_section:
+            return _not_found()
+    if not parsed.groups:
+        return _not_found()
+    return _free_text(tools, notes, order, parsed, question)
+
+
+def _free_text(tools: Tools, notes: NoteSet, order: list[Note], parsed: ParsedQuestion,
+               question: str) -> BackendResult:
+    need = parsed.needed()
+    for note in order:
+        lines = [ln for ln in note.lines() if not ln.header and ln.category not in ("family", "education")
+                 and parsed.coverage(ln.text) >= need]
+        if lines:
+            best = max(parsed.coverage(ln.text) for ln in lines)
+            return _result(note, [ln for ln in lines if parsed.coverage(ln.text) == best], parsed, None)
+    if len(parsed.groups) < 2:
+        return _not_found()
+    # paraphrase: the hybrid search ranks lines that hold at least half of the asked terms
+    half = math.ceil(len(parsed.groups) / 2)
+    by_chunk = {c.id: c for n in notes.notes for c in n.chunks}
+    for res in tools.search(question, k=8):
+        chunk = by_chunk.get(res.chunk.id)
+        if chunk is None:
+            continue
+        for ln in _chunk_lines(chunk, use_pipeline=False):
+            if not ln.header and parsed.coverage(ln.text) >= half:
+                key = normalise(ln.clean)
+                # the newest note with the same statement answers
+                for note in order:
+                    same = [x for x in note.lines() if normalise(x.clean) == key]
+                    if same:
+                        return _result(note, same[:1], parsed, None)
+    return _not_found()
