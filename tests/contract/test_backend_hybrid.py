@@ -114,6 +114,12 @@ def claude(fake: ReadingClaude, **settings) -> AnthropicBackend:
     return AnthropicBackend(s, client=client, sleep=lambda s: None)
 
 
+def shown_chunks(fake: ReadingClaude) -> set[str]:
+    """The chunk ids the fake model was shown, from the recorded requests."""
+    return {cid for body in fake.requests for m in body["messages"] if isinstance(m["content"], list)
+            for b in m["content"] if b.get("type") == "tool_result" for cid, _ in NOTE.findall(b["content"])}
+
+
 def measure(patient: str, task: str = "irae") -> dict:
     """Tokens and cost of one run reading every note vs hybrid mode, on the same chart and fake."""
     chart = bundle_chart(patient)
@@ -128,7 +134,13 @@ def measure(patient: str, task: str = "irae") -> dict:
                      "cost_usd": round(draft.cost_usd, 5), "calls": len(fake.requests),
                      "bytes_sent": sum(fake.request_bytes), "billed_in": sum(tokens(b) for b in fake.request_bytes),
                      "supported": [s.supported for s in draft.sentences],
-                     "model": draft.model}
+                     "model": draft.model, "chunks_shown": len(shown_chunks(fake))}
+        if mode == "hybrid":
+            docs = {chart.chunk_by_id()[c].document_id for c in shown_chunks(fake)}
+            label = next((g for g in gold() if g["patient"] == patient), {"events": []})
+            wanted = {d for e in label["events"] for d in e["evidence_documents"]}
+            out["gold_evidence_docs"], out["gold_evidence_docs_shown"] = len(wanted), len(wanted & docs)
+    out["chunks_permitted"] = len(chart.chunk_by_id())
     out["ratio"] = (out["hybrid"]["tokens_in"] + out["hybrid"]["tokens_out"]) / (
         out["all_notes"]["tokens_in"] + out["all_notes"]["tokens_out"])
     return out
@@ -157,10 +169,11 @@ def test_the_model_reads_the_chunks_the_offline_engine_cited():
     assert cited, "the offline screen cites evidence on this chart"
     fake = ReadingClaude()
     draft = run_task(chart, TASKS["irae"], HybridBackend(claude(fake), get_backend("offline")), limits=BIG)
-    shown = {cid for body in fake.requests for m in body["messages"] if isinstance(m["content"], list)
-             for b in m["content"] if b.get("type") == "tool_result" for cid, _ in NOTE.findall(b["content"])}
+    shown = shown_chunks(fake)
     shown_docs = {chart.chunk_by_id()[cid].document_id for cid in shown}
     assert cited <= shown_docs, "every note the offline engine cited reached the model"
+    label, = [g for g in gold() if g["patient"] == "pat-onc-02"]
+    assert {d for e in label["events"] for d in e["evidence_documents"]} <= shown_docs, "the gold evidence too"
     assert len(shown) < len(chart.chunk_by_id()) / 2
     assert any(n.startswith("Hybrid: the model read") for n in draft.notes)
 
@@ -239,6 +252,11 @@ def main() -> None:  # pragma: no cover - the measurement, printed for docs/agen
         t = sum(r[m]["tokens_in"] + r[m]["tokens_out"] for r in rows) / n
         c = sum(r[m]["cost_usd"] for r in rows) / n
         print(f"{m}: mean tokens per patient {t:.0f}, mean cost per patient ${c:.4f}")
+    shown = sum(r["hybrid"]["chunks_shown"] for r in rows) / n
+    permitted = sum(r["chunks_permitted"] for r in rows) / n
+    print(f"chunks shown in hybrid mode: mean {shown:.1f} of {permitted:.1f} permitted")
+    wanted, got = sum(r["gold_evidence_docs"] for r in rows), sum(r["gold_evidence_docs_shown"] for r in rows)
+    print(f"gold evidence notes shown to the model in hybrid mode: {got}/{wanted}")
     ratios = sorted(r["ratio"] for r in rows)
     print(f"ratio hybrid/all: mean {sum(ratios) / n:.3f}, min {ratios[0]:.3f}, max {ratios[-1]:.3f}, n={n}")
     json.dump(rows, sys.stdout if "--json" in sys.argv else open("/dev/null", "w"))
