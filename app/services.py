@@ -139,7 +139,8 @@ class DraftingService:
             patient_id=chart.patient_id, encounter_id=encounter_id,
             author_reference=actor.user_reference or "Device/unknown", sources=sources,
             created=datetime.now(UTC).replace(microsecond=0), model_id=draft.model,
-            agent_version=AGENT_VERSION, prompt_version=draft.prompt_version)
+            agent_version=AGENT_VERSION, prompt_version=draft.prompt_version,
+            context_security=chart.context_security())
         ctx = WriteContext(client_id=actor.client_id, token_jti=actor.token_jti,
                            user_reference=actor.user_reference,
                            audit_on_server=profile.audit_event_create and actor.grants.may_create("AuditEvent"))

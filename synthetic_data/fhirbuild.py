@@ -99,7 +99,7 @@ def encounter(eid: str, pid: str, setting: str, start: str, end: str, reason: st
 
 def condition(cid: str, pid: str, code: str, display: str, onset: str, clinical: str = "active",
               verification: str = "confirmed", note: str | None = None,
-              abatement: str | None = None) -> dict:
+              abatement: str | None = None, labels: list[str] | None = None) -> dict:
     res = {"resourceType": "Condition", "id": cid,
            "clinicalStatus": {"coding": [{
                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
@@ -117,6 +117,8 @@ def condition(cid: str, pid: str, code: str, display: str, onset: str, clinical:
         res["abatementDateTime"] = abatement
     if note:
         res["note"] = [{"text": note}]
+    if labels:  # a Condition has no securityLabel element: meta.security only
+        res["meta"] = {"security": [dict(LABELS[x]) for x in labels]}
     return res
 
 

@@ -150,7 +150,7 @@ def build_patient(seed: int, p: dict, idx: int, families: list[str]) -> dict:
                 abatement=None if active else (cd["onset"] + dt.timedelta(days=60)).isoformat()))
         else:
             conds.append(fhirbuild.condition(cid, pid, cd["code"], cd["display"],
-                                             cd["onset"].isoformat()))
+                                             cd["onset"].isoformat(), labels=cd.get("labels")))
     for dd in tl["distractors"]:
         for code, disp, clin, ver, onset in DISTRACTOR_CONDITIONS[dd["kind"]]:
             cid = f"cond-{sfx}-{len(conds) + 1:02d}"
@@ -175,7 +175,9 @@ def build_patient(seed: int, p: dict, idx: int, families: list[str]) -> dict:
             f"medrx-{sfx}-{k:02d}", pid, name, rx, dose, m["authored"].isoformat(), m["status"],
             "prac-gp-1" if m.get("gen") else "prac-onc-1", cond_ids.get(m["reason"])))
     resources += list(encounters.values()) + conds + meds + docs + binaries
-    return dict(p=p, ctx=c, notes=notes, tl=tl,
+    labelled_conditions = {r["id"]: [x["code"] for x in r["meta"]["security"]]
+                           for r in conds if "meta" in r}
+    return dict(p=p, ctx=c, notes=notes, tl=tl, labelled_conditions=labelled_conditions,
                 bundle=fhirbuild.bundle(f"bundle-{pid}", resources))
 
 
@@ -235,6 +237,8 @@ def manifest(built: list[dict], gold: list[dict], queries: list[dict]) -> dict:
         "notes_binary": sum(bool(n["binary"]) for n in notes),
         "labelled": {lab: sorted(n["id"] for n in notes if lab in n["labels"])
                      for lab in ("R", "PSY", "42CFRPart2")},
+        "labelled_conditions": {cid: codes for b in built
+                                for cid, codes in sorted(b["labelled_conditions"].items())},
         "hostile": {n["hostile"]: n["id"] for n in notes if n["hostile"]},
         "canary": {"patient": CANARY_ID, "family": cohort.CANARY["family"],
                    "given": cohort.CANARY["given"]},

@@ -169,6 +169,12 @@ GEN_MEDS = {
 }
 
 
+# Problems whose Condition carries the labels of the notes about them (the psychiatry notes
+# are PSY + R, the substance-use notes 42CFRPart2 + R): a label on the note and none on the
+# problem list would show the diagnosis to every role.
+SENSITIVE_PROBLEMS = {"depression": ["PSY", "R"], "alcohol_use": ["42CFRPart2", "R"]}
+
+
 def general(rng, p: dict, c: dict) -> dict:
     probs = [f"problem:{x}" for x in p["problems"]]
     first = WINDOW_START + D(days=rng.randint(2, 40))
@@ -214,7 +220,9 @@ def general(rng, p: dict, c: dict) -> dict:
                            hostile=h, fmt="plain"))
     conds = [dict(key=f"problem-{x}", code=gennotes.GEN_PROBLEMS[x][0],
                   display=gennotes.GEN_PROBLEMS[x][1],
-                  onset=dt.date(int(gennotes.GEN_PROBLEMS[x][2]), 3, 1)) for x in p["problems"]]
+                  onset=dt.date(int(gennotes.GEN_PROBLEMS[x][2]), 3, 1),
+                  labels=SENSITIVE_PROBLEMS.get(x, []))
+             for x in p["problems"]]
     meds = [dict(drug=x, authored=first, status="active", reason=f"problem-{x}", gen=True)
             for x in p["problems"]]
     return dict(notes=out, conditions=conds, meds=meds, events=[], distractors=[])

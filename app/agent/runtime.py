@@ -77,6 +77,7 @@ class ChartTools:
         The policy decision is repeated here, as at search time (defence in depth).
         """
         self.charge("read_notes")
+        self.chart.wait_indexed()  # a screen reads every note: wait for the oldest ones too
         allowed = {did for did, meta in self.chart.documents.items()
                    if decide(meta, self.chart.context, self.chart.policy).allowed}
         chunks = [c for c in self.chart.chunk_by_id().values() if c.document_id in allowed]
@@ -103,7 +104,7 @@ class ChartTools:
     def conditions(self) -> list[dict[str, str]]:
         self.charge("conditions")
         out = []
-        for cond in self.chart.conditions:
+        for cond in self.chart.visible_conditions():  # the policy decision, repeated
             code = cond.get("code") or {}
             display = code.get("text") or next(
                 (c.get("display") for c in code.get("coding") or [] if c.get("display")), None)

@@ -34,8 +34,10 @@ from app.retrieval.policy import (
     DocumentMeta,
     RolePolicy,
     decide,
+    decide_resource,
     document_meta,
     is_ai_generated,
+    security_labels,
 )
 from app.smart.scopes import Grants
 
@@ -113,6 +115,21 @@ class PatientChart:
         with self.lock:
             return self.index.search(vector, query, k=k, mode=mode, allow=allow)
 
+    def visible_conditions(self) -> list[dict]:
+        """The Conditions this role may see; the policy decision is repeated (defence in depth)."""
+        return [c for c in self.conditions
+                if decide_resource(c, self.context.role, self.policy).allowed]
+
+    def context_security(self) -> tuple[tuple[str, str], ...]:
+        """Labels of the non-note resources a draft may draw on (the Patient, the Conditions).
+
+        The written draft carries the most restrictive of these and of its cited notes.
+        """
+        found: set[tuple[str, str]] = set()
+        for res in [*([self.patient] if self.patient else []), *self.visible_conditions()]:
+            found |= security_labels(res)
+        return tuple(sorted(found))
+
     def chunk_by_id(self) -> dict[str, Chunk]:
         with self.lock:
             return {c.id: c for c in self.index.chunks()}
@@ -150,11 +167,19 @@ def open_chart(
     """Read the patient, conditions and the document list; decide access. No content fetched yet."""
     ctx = AccessContext(role=role, can_read_documents=grants.may_read("DocumentReference"),
                         task_types=task_types)
+    counts: Counter[str] = Counter()
     patient = client.read("Patient", patient_id) if grants.may_read("Patient") else None
+    if patient is not None and not (verdict := decide_resource(patient, role, policy)).allowed:
+        counts[f"patient_denied:{verdict.reason}"] += 1  # no banner, no demographics
+        patient = None
     conditions: list[dict] = []
     if grants.may_read("Condition"):
-        conditions = list(client.search("Condition", {"patient": patient_id, "_count": 100}, validate=True))
-    counts: Counter[str] = Counter()
+        for cond in client.search("Condition", {"patient": patient_id, "_count": 100}, validate=True):
+            verdict = decide_resource(cond, role, policy)
+            if verdict.allowed:
+                conditions.append(cond)
+            else:
+                counts[f"conditions_denied:{verdict.reason}"] += 1
     allowed: dict[str, DocumentMeta] = {}
     resources: dict[str, dict] = {}
     if ctx.can_read_documents:

@@ -14,8 +14,10 @@ models, which validate on construction. Spec sections followed
 - "AuditEvent (IHE BALP shape)": IHE BALP 1.1 Create / PatientRead /
   PatientQuery patterns and the OAuth token mapping (jti -> agent[user].policy).
   https://profiles.ihe.net/ITI/BALP/content.html
-- "Security labels": a draft carries the highest v3-Confidentiality of the
-  documents it cites.
+- "Security labels": a draft carries the highest v3-Confidentiality of
+  everything it drew on (the notes it cites, and the Patient and Conditions of
+  the chart: ``DraftSpec.context_security``), their sensitivity and law labels,
+  and AIAST.
 
 Nothing here receives a patient's name; note text only ever goes into the
 DocumentReference attachment (base64), never into a description, title, or any
@@ -34,6 +36,8 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.provenance import Provenance
+
+from app.retrieval.policy import VOCABULARY as _VOCABULARY
 
 __all__ = [
     "AIAST", "AI_DEVICE_TYPE", "CONFIDENTIALITY_SYSTEM", "IDENTIFIER_SYSTEM",
@@ -63,15 +67,18 @@ AI_DEVICE_TYPE: dict[str, str] = {
     "code": "Artificial-Intelligence", "display": "Artificial Intelligence"}
 
 CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-_CONFIDENTIALITY_ALIASES = frozenset({
-    CONFIDENTIALITY_SYSTEM, "http://hl7.org/fhir/v3/Confidentiality",
-    "urn:oid:2.16.840.1.113883.5.25"})
+_CONFIDENTIALITY_ALIASES = frozenset({CONFIDENTIALITY_SYSTEM} | {
+    k for k, v in _VOCABULARY.aliases.items() if v == CONFIDENTIALITY_SYSTEM})
 CONFIDENTIALITY_ORDER: tuple[str, ...] = ("U", "L", "M", "N", "R", "V")
 _CONFIDENTIALITY_DISPLAY = {"U": "unrestricted", "L": "low", "M": "moderate", "N": "normal",
                             "R": "restricted", "V": "very restricted"}
 ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SENSITIVITY_CODES = frozenset({"ETH", "SUD", "PSY", "MH", "BH", "HIV", "STD", "SDV", "SEX",
                                "42CFRPart2"})
+# the role policy's vocabulary (app/retrieval/label_systems.yaml): exact spellings and aliases
+_ACT_CODE_SPELLINGS = {ACT_CODE_SYSTEM: True} | {
+    k: True for k, v in _VOCABULARY.aliases.items() if v == ACT_CODE_SYSTEM}
+_SENSITIVITY_ALIASES = dict(_VOCABULARY.sensitivity_aliases)
 
 LOINC = "http://loinc.org"
 US_CORE_DOC_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category"
@@ -125,6 +132,9 @@ class DraftSpec:
     model_id: str
     agent_version: str
     prompt_version: str
+    # labels of the other resources the draft drew on (the Patient, its Conditions): the
+    # draft carries the most restrictive confidentiality of these and of its sources
+    context_security: tuple[tuple[str, str], ...] = ()
 
 
 # --- Helpers --------------------------------------------------------------------------
@@ -166,26 +176,34 @@ def highest_confidentiality(labels: Iterable[tuple[str, str]]) -> str:
     return CONFIDENTIALITY_ORDER[best]
 
 
-def _draft_confidentiality(sources: Sequence[SourceDocument]) -> str:
-    """Highest confidentiality over the sources, each unlabelled source counting as N.
+def _label_sets(spec: DraftSpec) -> list[tuple[tuple[str, str], ...]]:
+    """One label set per thing the draft drew on: each cited note, and the chart context."""
+    sets = [tuple(src.security) for src in spec.sources]
+    if spec.context_security:
+        sets.append(tuple((str(s), str(c)) for s, c in spec.context_security))
+    return sets
+
+
+def _draft_confidentiality(spec: DraftSpec) -> str:
+    """Highest confidentiality over the sources and the context, unlabelled counting as N.
 
     So a U-labelled note cited next to an unlabelled one does not pull the draft
     below N: a missing label is not proof of non-sensitivity.
     """
-    if not sources:
-        return "N"
-    per_source = [highest_confidentiality(src.security) for src in sources]
-    return max(per_source, key=CONFIDENTIALITY_ORDER.index)
+    per_source = [highest_confidentiality(labels) for labels in _label_sets(spec)]
+    return max(per_source or ["N"], key=CONFIDENTIALITY_ORDER.index)
 
 
 def _confidentiality_coding(code: str) -> dict[str, str]:
     return _coding(CONFIDENTIALITY_SYSTEM, code, _CONFIDENTIALITY_DISPLAY[code])
 
 
-def _sensitivity_codings(sources: Sequence[SourceDocument]) -> list[dict[str, str]]:
-    """v3-ActCode sensitivity labels of the sources (SUD, PSY, 42CFRPart2, ...), deduplicated."""
-    codes = sorted({code for src in sources for system, code in src.security
-                    if system == ACT_CODE_SYSTEM and code in SENSITIVITY_CODES})
+def _sensitivity_codings(spec: DraftSpec) -> list[dict[str, str]]:
+    """v3-ActCode sensitivity and law labels (SUD, PSY, 42CFRPart2, ...) of everything the
+    draft drew on, as written by the source (a specific code such as PSYTHPN stays), deduplicated."""
+    codes = sorted({code for labels in _label_sets(spec) for system, code in labels
+                    if _ACT_CODE_SPELLINGS.get(system) and (
+                        code in SENSITIVITY_CODES or _SENSITIVITY_ALIASES.get(code))})
     return [_coding(ACT_CODE_SYSTEM, code) for code in codes]
 
 
@@ -205,7 +223,7 @@ def create_document_reference(spec: DraftSpec, *,
     """
     if doc_status not in {"preliminary", "final", "amended", "entered-in-error"}:
         raise ValueError(f"unknown docStatus {doc_status!r}")
-    confidentiality = _draft_confidentiality(spec.sources)
+    confidentiality = _draft_confidentiality(spec)
     conf_coding = _confidentiality_coding(confidentiality)
     raw = spec.text.encode("utf-8")
     sha1 = hashlib.sha1(raw, usedforsecurity=False).digest()  # FHIR Attachment.hash is SHA-1
@@ -216,7 +234,7 @@ def create_document_reference(spec: DraftSpec, *,
         context["related"] = [{"reference": _source_reference(src)} for src in spec.sources]
     resource: dict[str, object] = {
         "resourceType": "DocumentReference",
-        "meta": {"security": [dict(AIAST), conf_coding, *_sensitivity_codings(spec.sources)]},
+        "meta": {"security": [dict(AIAST), conf_coding, *_sensitivity_codings(spec)]},
         "identifier": [{"system": IDENTIFIER_SYSTEM, "value": spec.run_id}],
         "status": "current",
         "docStatus": doc_status,

@@ -98,18 +98,19 @@ def test_behavioral_health_sensitivity() -> None:
                       POLICY).reason == "sensitivity_label"
 
 
-def test_label_without_system_and_aliases_are_conservative() -> None:
-    assert decide(doc(security={("", "R")}), ctx(), POLICY).reason == "confidentiality_restricted"
-    assert decide(doc(security={("", "HIV")}), ctx(), POLICY).reason == "sensitivity_label"
+def test_labels_without_system_or_from_unknown_systems_fail_closed() -> None:
+    assert decide(doc(security={("", "R")}), ctx(), POLICY).reason == "unknown_label"
+    assert decide(doc(security={("", "HIV")}), ctx(), POLICY).reason == "unknown_label"
     assert decide(doc(security={act("PSYTHPN")}), ctx(), POLICY).reason == "sensitivity_label"
-    # A code from an unrelated system is not a sensitivity label.
-    assert decide(doc(security={("http://example.test/tags", "HIV")}), ctx(), POLICY).allowed
+    # A code from a system the app does not understand is not proof of anything: deny.
+    assert decide(doc(security={("http://example.test/tags", "HIV")}), ctx(),
+                  POLICY).reason == "unknown_label"
 
 
 def test_role_type_not_allowed() -> None:
     assert decide(doc(HP), ctx("nurse"), POLICY).reason == "role_type_not_allowed"
     assert decide(doc(None), ctx(), POLICY).reason == "role_type_not_allowed"
-    assert decide(doc(), ctx("admin"), POLICY).reason == "role_type_not_allowed"
+    assert decide(doc(), ctx("admin"), POLICY).reason == "resource_not_allowed"
     wrong_category = doc(categories=frozenset({"billing"}))
     assert decide(wrong_category, ctx(), POLICY).reason == "role_type_not_allowed"
 
@@ -191,7 +192,8 @@ def test_load_custom_policy(tmp_path: Path) -> None:
 TYPES = [PROGRESS, HP, "18842-5", "34111-5", "11502-2", "99999-9", None]
 ROLES = ["clinician", "nurse", "behavioral-health", "admin", "default", "nobody"]
 LABELS = ([conf(c) for c in "ULMNRV"] + [act(c) for c in sorted(SENSITIVITY_CODES | LAW_CODES)]
-          + [("", "R"), ("", "SUD"), ("http://example.test/x", "HIV")])
+          + [("", "R"), ("", "SUD"), ("http://example.test/x", "HIV"), act("EMOTDIS"),
+             ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "HTEST")])
 
 
 @settings(max_examples=400, deadline=None)
@@ -224,5 +226,9 @@ def test_allowed_documents_respect_every_rule(type_code: str | None, security: f
     # Independent of labels(): no raw sensitive code the role may not see.
     raw = {code for system, code in security if system in (ACT_CODE_SYSTEM, "")}
     assert not (raw & (SENSITIVITY_CODES | LAW_CODES)) - rule.allowed_sensitivity - rule.allowed_law
+    # Fail closed: every label is a known confidentiality, sensitivity or law code, or harmless.
+    assert all(system == CONFIDENTIALITY_SYSTEM or (system == ACT_CODE_SYSTEM and code in
+               SENSITIVITY_CODES | LAW_CODES) or (system, code) in POLICY.harmless
+               for system, code in security)
     assert rule.allowed_types is None or type_code in rule.allowed_types
     assert task is None or type_code in task
