@@ -164,6 +164,59 @@ def eval_cmd(backend: str, data: Path | None, retrieval: bool) -> None:
 
 
 @main.group()
+def db() -> None:
+    """The database schema (alembic migrations in app/store/migrations)."""
+
+
+def _database_url(url: str | None) -> str:
+    """--url, else APP_DATABASE_URL, else the SQLite file under APP_DATA_DIR (as the app computes it)."""
+    import os
+
+    if url:
+        return url
+    if os.environ.get("APP_DATABASE_URL"):
+        return os.environ["APP_DATABASE_URL"]
+    data_dir = Path(os.environ.get("APP_DATA_DIR", "var")).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'app.db'}"
+
+
+@db.command()
+@click.option("--url", default=None, help="SQLAlchemy URL; default APP_DATABASE_URL or APP_DATA_DIR/app.db.")
+@click.option("--revision", default="head", show_default=True)
+def upgrade(url: str | None, revision: str) -> None:
+    """Migrate the database to the newest revision (a database without migrations is stamped first)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.store.db import make_engine
+    from app.store.migrate import current
+    from app.store.migrate import upgrade as run_upgrade
+
+    engine = make_engine(_database_url(url))
+    try:
+        before = current(engine)
+        after = run_upgrade(engine, revision)
+    except SQLAlchemyError as exc:
+        click.echo(f"error [db_unavailable]: the database could not be migrated ({type(exc).__name__}).", err=True)
+        sys.exit(3)
+    finally:
+        engine.dispose()
+    click.echo(json.dumps({"from": before, "to": after}))
+
+
+@db.command(name="current")
+@click.option("--url", default=None)
+def db_current(url: str | None) -> None:
+    """Print the revision the database is at and the newest one."""
+    from app.store.db import make_engine
+    from app.store.migrate import current, head
+
+    engine = make_engine(_database_url(url))
+    click.echo(json.dumps({"current": current(engine), "head": head()}))
+    engine.dispose()
+
+
+@main.group()
 def audit() -> None:
     """The local, hash-chained audit trail."""
 

@@ -1,7 +1,9 @@
 """Collaborators built once per app (kept in ``app.extensions``), and the drafting service.
 
-``Services`` owns the database, the encrypted stores, the audit trail, the
-embedder (loaded lazily, once) and the role policy. ``DraftingService`` is the
+``Services`` owns the database (migrated to the newest revision at start-up),
+the encrypted stores (tokens, launch context, pending launches, drafts, jobs,
+outbox, discovery cache), the audit trail, the embedder (loaded lazily, once)
+and the role policy. Nothing a request needs is kept only in this process. ``DraftingService`` is the
 one path used by the web pages, the JSON API, the CLI and the demo:
 chart → index → agent → outbox → FHIR write → read-back.
 """
@@ -21,14 +23,18 @@ from app.config import Settings
 from app.errors import AppError, UpstreamError
 from app.fhir.client import FhirClient
 from app.fhir.vendors import ServerProfile, profile_for
-from app.logging import event, set_hmac_key
+from app.logging import event, opaque, set_hmac_key
 from app.retrieval.embeddings import Embedder
 from app.retrieval.indexer import PatientChart
 from app.retrieval.policy import RolePolicy
 from app.smart.backend import ClientKey, client_authentication
+from app.smart.discovery import DiscoveryCache
+from app.smart.launch import STATE_TTL_S
 from app.smart.scopes import Grants
-from app.store.db import create_tables, make_engine, make_sessionmaker
+from app.store.db import make_engine, make_sessionmaker
+from app.store.migrate import upgrade
 from app.store.models import SessionStore, Vault
+from app.store.records import DraftStore, JobStore, PendingStore, WebSessionStore
 from app.writeback.builders import DraftSpec, SourceDocument
 from app.writeback.outbox import HELD, Outbox
 from app.writeback.submit import WriteContext, outbox_payload, submit
@@ -42,10 +48,15 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         set_hmac_key(settings.secret())
         self.engine = make_engine(settings.effective_database_url)
-        create_tables(self.engine)
+        upgrade(self.engine)  # no-op when current; serialised across workers
         self.maker = make_sessionmaker(self.engine)
         self.vault = Vault(settings.secret())
         self.sessions = SessionStore(self.maker, self.vault, settings.session_lifetime_s)
+        self.web_sessions = WebSessionStore(self.maker, self.vault, settings.session_lifetime_s)
+        self.pending = PendingStore(self.maker, self.vault, STATE_TTL_S)
+        self.discovery = DiscoveryCache(self.maker)
+        self.drafts = DraftStore(self.maker, self.vault, patient_hash=opaque)
+        self.jobs = JobStore(self.maker)
         self.outbox = Outbox(self.maker, self.vault)
         self.audit = AuditTrail(self.maker)
         self.policy = (RolePolicy.load(settings.role_policy) if settings.role_policy
@@ -106,15 +117,17 @@ class DraftingService:
             return profile_for("generic", None)
 
     def draft(self, chart: PatientChart, task_name: str, *, question: str | None = None,
-              backend_name: str | None = None) -> Draft:
+              backend_name: str | None = None, actor: Actor | None = None) -> Draft:
+        """Run the task; the run lands in the ledger (``runs``) and the model call in the audit trail."""
         task = get_task(task_name)
         backend = build_backend(self.s.settings, backend_name)  # chain, breakers, hybrid (docs/agent.md)
         started = datetime.now(UTC)
-        draft = run_task(chart, task, backend, question=question)
-        # the model call in the audit trail: model, run, patient, timing; never prompt or text
+        draft = run_task(chart, task, backend, question=question, ledger=self.s.drafts.record_run)
+        # the model call in the audit trail: who, model, run, patient, timing; never prompt or text
         self.s.audit.record_model_call(
             started=started, ended=datetime.now(UTC), outcome="0" if draft.status == "completed" else "4",
-            user_reference=None, client_id=self.s.settings.client_id, token_jti=None,
+            user_reference=actor.user_reference if actor else None, client_id=self.s.settings.client_id,
+            token_jti=actor.token_jti if actor else None,
             backend=draft.backend, model_id=draft.model, run_id=draft.run_id, patient_id=chart.patient_id)
         return draft
 

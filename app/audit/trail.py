@@ -32,12 +32,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Integer, String, Text, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import AppError
-from app.store.db import Base
+from app.store.models import AuditEntry
 from app.writeback.builders import (
     AUDIT_ACTIONS,
     AUDIT_OUTCOMES,
@@ -53,19 +53,6 @@ MAX_STRING = 256
 MAX_QUERY = 4096
 _APPEND_ATTEMPTS = 50
 _EXPORT_NAMESPACE = uuid.UUID("5b0c7f4e-2f7a-4c55-9a53-6f1d0f2b8a11")
-
-
-class AuditEntry(Base):
-    """One chained entry. ``event_json`` is canonical JSON of an R4 AuditEvent."""
-
-    __tablename__ = "audit_entries"
-    __table_args__ = {"sqlite_autoincrement": True}  # never reuse a deleted seq
-
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    recorded: Mapped[str] = mapped_column(String(40), nullable=False)
-    event_json: Mapped[str] = mapped_column(Text, nullable=False)
-    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
 
 
 @dataclass(frozen=True)

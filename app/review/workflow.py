@@ -24,14 +24,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Float, Integer, String, select
-from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from app.errors import AppError, FhirError, PermissionDenied, UpstreamError
 from app.fhir.client import FhirClient
 from app.fhir.vendors import ServerProfile
 from app.smart.scopes import Grants
-from app.store.db import Base
+from app.store.models import ReviewRecord  # the model lives in the store (no import cycle)
 from app.writeback import outbox as ob
 from app.writeback.builders import (
     IDENTIFIER_SYSTEM,
@@ -42,21 +42,6 @@ from app.writeback.outbox import Outbox
 from app.writeback.submit import edit_held, release_held, submit
 
 REJECT_REASONS = ("inaccurate", "unsupported_claims", "not_clinically_useful", "wrong_patient", "other")
-
-
-class ReviewRecord(Base):
-    """One review action; PHI-free (ids, codes, counts)."""
-
-    __tablename__ = "reviews"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    document_id: Mapped[str] = mapped_column(String(128), index=True)
-    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    reviewer: Mapped[str] = mapped_column(String(200))
-    action: Mapped[str] = mapped_column(String(16))  # approve | edit | reject
-    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    edit_distance: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    version: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    at: Mapped[float] = mapped_column(Float)
 
 
 class ConflictError(AppError):

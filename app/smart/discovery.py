@@ -5,16 +5,27 @@ https://hl7.org/fhir/smart-app-launch/conformance.html
 ``GET {iss}/.well-known/smart-configuration``; relative endpoints are resolved
 against the FHIR base; ``capabilities`` are kept so the app can choose v1 or v2
 scopes. Only call this for an ``iss`` already checked against the allowlist.
+
+The GET goes through the app's retry policy (``app.retry``). With a
+``DiscoveryCache`` the document is kept in the database (``smart_configurations``)
+for ``ttl_s``: the callback, served by any worker, finds the configuration the
+launch used, and a launch does not fetch it again while it is fresh.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
 
 from app.errors import FatalUpstreamError, TemporaryUpstreamError
+from app.retry import policy
+
+DISCOVERY_TTL_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,22 @@ class SmartConfiguration:
     @property
     def permission_v2(self) -> bool:
         return "permission-v2" in self.capabilities
+
+    def to_json(self) -> dict[str, Any]:
+        """The parsed configuration as JSON (kept with a launch session)."""
+        return {"fhir_base": self.fhir_base, "issuer": self.issuer,
+                "authorization_endpoint": self.authorization_endpoint, "token_endpoint": self.token_endpoint,
+                "jwks_uri": self.jwks_uri, "capabilities": sorted(self.capabilities),
+                "code_challenge_methods": list(self.code_challenge_methods),
+                "token_auth_methods": list(self.token_auth_methods)}
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> SmartConfiguration:
+        return cls(fhir_base=data["fhir_base"], issuer=data.get("issuer"),
+                   authorization_endpoint=data["authorization_endpoint"], token_endpoint=data["token_endpoint"],
+                   jwks_uri=data.get("jwks_uri"), capabilities=frozenset(data.get("capabilities") or ()),
+                   code_challenge_methods=tuple(data.get("code_challenge_methods") or ()),
+                   token_auth_methods=tuple(data.get("token_auth_methods") or ()))
 
     @classmethod
     def from_json(cls, fhir_base: str, doc: dict) -> SmartConfiguration:
@@ -58,10 +85,56 @@ class SmartConfiguration:
         )
 
 
-def discover(fhir_base: str, session: requests.Session, *, timeout: float = 10.0) -> SmartConfiguration:
+class DiscoveryCache:
+    """Discovery documents in the database (table ``smart_configurations``), shared by every worker."""
+
+    def __init__(self, maker: Any, ttl_s: float = DISCOVERY_TTL_S) -> None:
+        self._maker = maker
+        self._ttl = ttl_s
+
+    def get(self, fhir_base: str, *, fresh_only: bool = True) -> SmartConfiguration | None:
+        from app.store.models import DiscoveryDocument  # the store imports smart.tokens: imported late
+
+        with self._maker() as db:
+            row = db.get(DiscoveryDocument, fhir_base.rstrip("/"))
+            if row is None or (fresh_only and row.expires < time.time()):
+                return None
+            return SmartConfiguration.from_json(fhir_base, json.loads(row.document_json))
+
+    def put(self, fhir_base: str, doc: dict) -> None:
+        from app.store.models import DiscoveryDocument
+
+        now = time.time()
+        with self._maker.begin() as db:
+            row = db.get(DiscoveryDocument, fhir_base.rstrip("/"))
+            if row is None:
+                db.add(DiscoveryDocument(fhir_base=fhir_base.rstrip("/"), document_json=json.dumps(doc),
+                                         fetched=now, expires=now + self._ttl))
+            else:
+                row.document_json, row.fetched, row.expires = json.dumps(doc), now, now + self._ttl
+
+
+def discover(fhir_base: str, session: requests.Session, *, timeout: float = 10.0,
+             cache: DiscoveryCache | None = None) -> SmartConfiguration:
+    if cache is not None:
+        cached = cache.get(fhir_base)
+        if cached is not None:
+            return cached
+    doc = fetch_document(fhir_base, session, timeout=timeout)
+    config = SmartConfiguration.from_json(fhir_base, doc)  # validated before it is cached
+    if cache is not None:
+        cache.put(fhir_base, doc)
+    return config
+
+
+def fetch_document(fhir_base: str, session: requests.Session, *, timeout: float = 10.0) -> dict:
     url = fhir_base.rstrip("/") + "/.well-known/smart-configuration"
     try:
-        resp = session.get(url, headers={"Accept": "application/json"}, timeout=timeout)
+        resp = policy().run(
+            lambda: session.get(url, headers={"Accept": "application/json"}, timeout=timeout),
+            status_of=lambda r: r.status_code, headers_of=lambda r: r.headers, safe=True,
+            is_connect_error=lambda e: isinstance(e, requests.ConnectionError | requests.Timeout),
+            on_retry=lambda r: r.close(), deadline=time.monotonic() + 3 * timeout, what="smart_discovery")
     except requests.RequestException:
         raise TemporaryUpstreamError(
             "Could not reach the EHR to read its SMART configuration.", code="smart_unreachable"
@@ -83,4 +156,4 @@ def discover(fhir_base: str, session: requests.Session, *, timeout: float = 10.0
         ) from None
     if not isinstance(doc, dict):
         raise FatalUpstreamError("The SMART configuration is malformed.", code="smart_config_invalid")
-    return SmartConfiguration.from_json(fhir_base, doc)
+    return doc

@@ -1,8 +1,10 @@
 """Database engine and declarative base shared by every store of the app.
 
-SQLite by default (``sqlite:///<data dir>/app.db``); any SQLAlchemy URL works,
-so ``APP_DATABASE_URL=postgresql+psycopg://...`` scales it out. Tables are
-created on start-up with ``create_all`` (no migrations yet: the schema is young).
+SQLite by default (``sqlite:///<data dir>/app.db``); PostgreSQL
+(``APP_DATABASE_URL=postgresql+psycopg://...``) when several workers or hosts
+share the state. The schema is managed by alembic (``app.store.migrate``:
+``python -m app db upgrade``, also run at start-up); ``create_tables`` is for
+throw-away test databases only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
 
 class Base(DeclarativeBase):
-    """Declarative base; every model of the app derives from it."""
+    """Declarative base; every model of the app derives from it (all in ``app.store.models``)."""
 
 
 def make_engine(url: str) -> Engine:
@@ -28,7 +30,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:
@@ -36,10 +38,7 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
 
 
 def create_tables(engine: Engine) -> None:
-    """Import every model module, then create missing tables."""
-    import app.audit.trail  # noqa: F401
-    import app.review.workflow  # noqa: F401
-    import app.store.models  # noqa: F401
-    import app.writeback.outbox  # noqa: F401
+    """Create missing tables from the models (tests' throw-away databases; the app migrates)."""
+    import app.store.models  # noqa: F401 - registers every model; imports none of the store's users
 
     Base.metadata.create_all(engine)

@@ -1,7 +1,21 @@
-"""Server-side records: launch sessions (tokens encrypted at rest) and drafts.
+"""Every table of the app, and the encrypted stores that do not belong to another room.
 
-Tokens live only here, encrypted with a key derived from ``APP_SECRET_KEY``
-(Fernet: AES-128-CBC + HMAC-SHA256). The browser holds an opaque session id.
+All models live here, so registering them (``create_tables``, alembic) imports
+only this module: the store never imports its users (audit, review, write-back).
+Those modules import their model from here and keep their own logic.
+
+PHI rules of the schema: free text and note-derived content (draft text,
+citations' quotes, edited text, diffs, launch context with the patient id) is
+sealed with ``Vault`` (Fernet, key derived from ``APP_SECRET_KEY``); the
+columns in clear hold ids, codes, counts, timings and HMAC'd ids only.
+Tokens are encrypted likewise; the browser holds an opaque session id.
+
+Tables (docs/operations.md has the full list and who reads them):
+``launch_sessions`` tokens · ``web_sessions`` launch context · ``pending_launches``
+state/PKCE between authorize and callback · ``smart_configurations`` cached
+discovery · ``runs`` the run ledger · ``drafts`` draft, write result and review
+display (encrypted) · ``jobs`` background indexing/drafting · ``reviews`` review
+events · ``outbox`` writes to the EHR · ``audit_entries`` the hash-chained trail.
 """
 
 from __future__ import annotations
@@ -11,14 +25,18 @@ import hashlib
 import time
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Float, Integer, String, Text, select
+from sqlalchemy import Boolean, Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from app.errors import AuthError
 from app.smart.tokens import TokenSet
 from app.store.db import Base
 
+__all__ = ["AuditEntry", "DiscoveryDocument", "DraftRecord", "JobRecord", "LaunchSession", "OutboxItem",
+           "PendingLaunchRecord", "ReviewRecord", "RunRecord", "SessionStore", "Vault", "WebSessionRecord"]
 
+
+# --- baseline tables (revision 0001: the schema create_all made before migrations) -------------
 class LaunchSession(Base):
     __tablename__ = "launch_sessions"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -29,7 +47,13 @@ class LaunchSession(Base):
 
 
 class DraftRecord(Base):
-    """A draft the app produced: PHI-bearing, so kept server side and encrypted."""
+    """A draft the app produced: PHI-bearing, so kept server side and encrypted.
+
+    ``payload_encrypted`` is the whole draft (sentences, citations, findings);
+    ``result_encrypted`` the write-back result shown on the page (ids, state,
+    edited text); ``reviews_encrypted`` the review history shown on the page
+    (with diffs). The PHI-free review events are in ``reviews``.
+    """
 
     __tablename__ = "drafts"
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -40,8 +64,135 @@ class DraftRecord(Base):
     payload_encrypted: Mapped[str] = mapped_column(Text)
     created: Mapped[float] = mapped_column(Float)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # revision 0002
+    result_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviews_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class AuditEntry(Base):
+    """One chained entry of the audit trail (``app.audit.trail``); canonical JSON of an AuditEvent."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = {"sqlite_autoincrement": True}  # never reuse a deleted seq
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    recorded: Mapped[str] = mapped_column(String(40), nullable=False)
+    event_json: Mapped[str] = mapped_column(Text, nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+
+
+class OutboxItem(Base):
+    """One draft on its way to the EHR (``app.writeback.outbox``)."""
+
+    __tablename__ = "outbox"
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fhir_base: Mapped[str] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(32), index=True)  # one of outbox.STATES
+    payload_encrypted: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # written ids only
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class ReviewRecord(Base):
+    """One review event (``app.review.workflow``); PHI-free: who, when, action, edit distance, reason."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[str] = mapped_column(String(128), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(16))  # approve | edit | reject
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    edit_distance: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    at: Mapped[float] = mapped_column(Float)
+
+
+# --- revision 0002 ----------------------------------------------------------------------------
+class RunRecord(Base):
+    """The run ledger: one row per agent run; PHI-free (no text, no patient, ids and figures)."""
+
+    __tablename__ = "runs"
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    task: Mapped[str] = mapped_column(String(32), index=True)
+    backend: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    limits_hit: Mapped[str | None] = mapped_column(String(32), nullable=True)  # limit_exceeded | loop_detected
+    unsupported: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created: Mapped[float] = mapped_column(Float, index=True)
+
+
+class WebSessionRecord(Base):
+    """A launched session's context (patient, user, role, encounter...), sealed: any worker serves it."""
+
+    __tablename__ = "web_sessions"
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    context_encrypted: Mapped[str] = mapped_column(Text)
+    created: Mapped[float] = mapped_column(Float)
+    expires: Mapped[float] = mapped_column(Float, index=True)
+
+
+class PendingLaunchRecord(Base):
+    """Between the redirect to authorize and the callback: single use, expires; verifier sealed."""
+
+    __tablename__ = "pending_launches"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # browser nonce (cookie)
+    state: Mapped[str] = mapped_column(String(128))
+    iss: Mapped[str] = mapped_column(String(500))
+    secrets_encrypted: Mapped[str] = mapped_column(Text)  # PKCE code_verifier, nonce, launch
+    created: Mapped[float] = mapped_column(Float)
+    expires: Mapped[float] = mapped_column(Float, index=True)
+
+
+class DiscoveryDocument(Base):
+    """A cached ``.well-known/smart-configuration`` of an allowed ``iss`` (public data)."""
+
+    __tablename__ = "smart_configurations"
+    fhir_base: Mapped[str] = mapped_column(String(500), primary_key=True)
+    document_json: Mapped[str] = mapped_column(Text)
+    fetched: Mapped[float] = mapped_column(Float)
+    expires: Mapped[float] = mapped_column(Float)
+
+
+class JobRecord(Base):
+    """A background job (indexing or drafting) of a session; polled from any worker.
+
+    ``worker`` is ``host:pid:boot`` of the process running it; ``heartbeat``
+    is refreshed while it runs. A job whose worker died (pid gone on this
+    host, or no heartbeat for ``JOB_STALE_S``) is ended ``failed`` with
+    ``error_code=worker_lost`` by whoever looks at it next.
+    """
+
+    __tablename__ = "jobs"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # draft | index
+    task: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # running | writing | done | failed | cancelled
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str] = mapped_column(String(128))
+    heartbeat: Mapped[float] = mapped_column(Float)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+# --- encryption at rest and the token store ----------------------------------------------------
 class Vault:
     """Symmetric encryption for what the store keeps at rest."""
 

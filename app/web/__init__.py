@@ -36,7 +36,7 @@ def register(app: Flask) -> None:
     from app.web import admin, chart, drafts, health, launch, review, style
     from app.web.state import WebState
 
-    app.extensions["smart_draft_web"] = WebState()
+    app.extensions["smart_draft_web"] = WebState(app.extensions["smart_draft"])
     for bp in (launch.bp, chart.bp, drafts.bp, review.bp, health.bp, style.bp, admin.bp):
         app.register_blueprint(bp)
 

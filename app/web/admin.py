@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, render_template
 from sqlalchemy import func, select
 
 from app.errors import PermissionDenied
-from app.review.workflow import ReviewRecord
+from app.store.models import OutboxItem, ReviewRecord
 from app.web.context import current, services
-from app.writeback.outbox import OutboxItem
 
 bp = Blueprint("admin", __name__)
 
 
 def admin_figures() -> dict:
     s = services()
-    runs = []
-    for st in current_app.extensions["smart_draft_web"].sessions.values():
-        for d in st.drafts.values():
-            runs.append({"run_id": d.run_id, "task": d.task, "backend": d.backend, "model": d.model,
-                         "turns": d.turns, "tokens_in": d.tokens_in, "tokens_out": d.tokens_out,
-                         "cost_usd": d.cost_usd, "latency_ms": d.latency_ms, "status": d.status,
-                         "unsupported": d.unsupported})
+    runs = s.drafts.runs()  # the run ledger in the database: every worker, every restart
     with s.maker() as db:
         by_action = dict(db.execute(select(ReviewRecord.action, func.count()).group_by(ReviewRecord.action)).all())
         depth = db.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.state == "pending")) or 0

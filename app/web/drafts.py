@@ -10,7 +10,7 @@ from flask import Blueprint, abort, current_app, jsonify, redirect, render_templ
 
 from app.errors import AppError
 from app.logging import event
-from app.web.context import actor_for, client_for, current, services, wait_ready
+from app.web.context import actor_for, client_for, current, ensure_chart, services, wait_ready
 from app.web.state import LaunchState, RunJob
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,11 @@ def _run(state: LaunchState, task: str, question: str | None, write: bool,
     """
     chart = wait_ready(state)
     svc = services().drafting()
-    draft = svc.draft(chart, task, question=question)
-    if job is not None:
-        with job.lock:
-            if job.cancel.is_set():
-                event(log, "draft.cancelled", run_id=draft.run_id)
-                return None, {"state": "cancelled", "written": None,
-                              "reason": "Cancelled before anything was written."}
-            job.state = "writing"
+    draft = svc.draft(chart, task, question=question, actor=actor_for(state))
+    if job is not None and not job.start_writing():  # one conditional UPDATE: a cancel came first
+        event(log, "draft.cancelled", run_id=draft.run_id)
+        return None, {"state": "cancelled", "written": None,
+                      "reason": "Cancelled before anything was written."}
     state.drafts[draft.run_id] = draft
     result = {"state": "not_requested", "written": None, "reason": None}
     if write:
@@ -61,13 +58,12 @@ def create_draft():  # type: ignore[no-untyped-def]
         with app.app_context():
             try:
                 run_id, result = _run(state, task, question, write=True, job=job)
-                job.run_id = run_id
-                job.state = "cancelled" if result["state"] == "cancelled" else "done"
+                job.finish("cancelled" if result["state"] == "cancelled" else "done", run_id=run_id)
             except AppError as exc:
-                job.state, job.error_code = "failed", exc.code
+                job.finish("failed", error_code=exc.code)
             except Exception as exc:  # noqa: BLE001 - shown as a failed run, logged without content
-                job.state, job.error_code = "failed", type(exc).__name__
-                event(log, "draft.failed", error_code=job.error_code)
+                job.finish("failed", error_code=type(exc).__name__)
+                event(log, "draft.failed", error_code=type(exc).__name__)
 
     threading.Thread(target=work, name="draft-run", daemon=True).start()
     return redirect(url_for("drafts.run_page", key=job.key))
@@ -98,10 +94,7 @@ def run_status(key: str):  # type: ignore[no-untyped-def]
 @bp.post("/runs/<key>/cancel")
 def cancel(key: str):  # type: ignore[no-untyped-def]
     job = _job(key)
-    with job.lock:
-        if job.state == "running":
-            job.cancel.set()
-            job.state = "cancelled"
+    job.request_cancel()  # refused (no change) once the write started
     return redirect(url_for("drafts.run_page", key=key))
 
 
@@ -124,7 +117,7 @@ def show(run_id: str):  # type: ignore[no-untyped-def]
 def source(run_id: str, doc_id: str):  # type: ignore[no-untyped-def]
     state = current()
     draft = state.drafts.get(run_id)
-    chart = state.chart
+    chart = state.chart or (ensure_chart(state) if draft is not None else None)  # another worker: reopen
     if draft is None or chart is None:
         abort(404)
     cited = {c.document for s in draft.sentences for c in s.citations}

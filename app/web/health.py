@@ -22,7 +22,7 @@ def metrics():  # type: ignore[no-untyped-def]
     pending = len(s.outbox.pending())
     lines = [
         "# TYPE sda_outbox_pending gauge", f"sda_outbox_pending {pending}",
-        "# TYPE sda_sessions_active gauge", f"sda_sessions_active {len(web.sessions)}",
+        "# TYPE sda_sessions_active gauge", f"sda_sessions_active {web.active_count()}",
     ]
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 

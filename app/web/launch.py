@@ -43,12 +43,11 @@ def launch():  # type: ignore[no-untyped-def]
     launch_value = request.args.get("launch")
     # The allowlist check happens before any request to the iss.
     iss = smart_launch.check_iss(iss, settings.allowed_iss_list)
-    config = discover(iss, requests.Session(), timeout=settings.fhir_timeout_s)
+    config = discover(iss, requests.Session(), timeout=settings.fhir_timeout_s, cache=s.discovery)
     pending = smart_launch.start_launch(iss, launch_value)
     key = secrets.token_urlsafe(24)
     web_state().put_pending(key, pending)
     session["launch_key"] = key
-    current_app.extensions.setdefault("smart_configs", {})[iss] = config
     event(log, "launch.start", url=opaque(iss), ok=True, token_present=False)
     return redirect(smart_launch.authorize_url(
         config.authorization_endpoint, pending, client_id=settings.client_id,
@@ -69,7 +68,7 @@ def callback():  # type: ignore[no-untyped-def]
                           code="authorize_refused")
     key = session.pop("launch_key", None)
     pending = smart_launch.check_state(web_state().take_pending(key), request.args.get("state"))
-    config = current_app.extensions.get("smart_configs", {}).get(pending.iss)
+    config = s.discovery.get(pending.iss, fresh_only=False)  # in the database: any worker
     if config is None:
         raise LaunchError("The sign-in could not be completed. Launch again.", code="bad_state")
     code = request.args.get("code")

@@ -23,31 +23,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from app.errors import AppError
-from app.store.db import Base
-from app.store.models import Vault
+from app.store.models import OutboxItem, Vault
 
 PENDING, SENT, FAILED, HELD, REJECTED = "pending", "sent", "failed", "held_until_approval", "rejected"
 STATES = (PENDING, SENT, FAILED, HELD, REJECTED)
 BACKOFF_BASE_S = 30.0
 BACKOFF_MAX_S = 3600.0
 MAX_ATTEMPTS = 12
-
-
-class OutboxItem(Base):
-    __tablename__ = "outbox"
-    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    fhir_base: Mapped[str] = mapped_column(String(500))
-    state: Mapped[str] = mapped_column(String(32), index=True)  # one of STATES
-    payload_encrypted: Mapped[str] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    result_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # written ids only
-    created: Mapped[float] = mapped_column(Float)
-    updated: Mapped[float] = mapped_column(Float)
 
 
 def backoff_s(attempts: int) -> float:

@@ -104,11 +104,13 @@ class SlowDrafting:
         self.go_draft, self.go_write = threading.Event(), threading.Event()
         self.writes = 0
 
-    def draft(self, chart, task, question=None):  # type: ignore[no-untyped-def]
-        from types import SimpleNamespace
+    def draft(self, chart, task, question=None, actor=None):  # type: ignore[no-untyped-def]
+        from app.agent.runtime import Draft
 
         assert self.go_draft.wait(10)
-        return SimpleNamespace(run_id="run-1")
+        return Draft(run_id="run-1", task=task, patient_id="p1", status="completed", sentences=[],
+                     findings=None, injection_suspected=[], backend="offline", model="m", turns=1,
+                     tokens_in=0, tokens_out=0, cost_usd=0.0, latency_ms=1, prompt_version="v")
 
     def write(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         assert self.go_write.wait(10)
