@@ -227,6 +227,7 @@ def test_build_backend_hybrid_mode_from_settings():
     with pytest.raises(ConfigError, match="APP_LLM_HYBRID"):
         load_settings(testing=True, llm_hybrid=True)
     assert isinstance(build_backend(load_settings(testing=True), hybrid=False), type(get_backend("offline")))
+    assert isinstance(build_backend(s, "offline"), type(get_backend("offline"))), "offline chosen explicitly"
 
 
 def test_candidate_ids_put_cited_chunks_first():

@@ -174,24 +174,21 @@ def build_backend(settings: Settings | None = None, name: str | None = None, *,
     """What a run uses: ``name`` (default APP_LLM_BACKEND) and the backends after it in
     APP_LLM_FALLBACK, each behind this process's circuit breaker; in hybrid mode (``hybrid``,
     default APP_LLM_HYBRID) the offline engine runs first and chooses what the model reads.
-    The offline backend alone is returned as is."""
+    The offline backend alone is returned as is (also in hybrid mode: there is no model to read)."""
     from app.agent.backends.breaker import process_breakers
     from app.agent.backends.fallback import FallbackBackend
     from app.config import load_settings
-    from app.errors import ConfigError
 
     settings = settings or load_settings()
     names = chain_names(settings, name)
     hybrid = settings.llm_hybrid if hybrid is None else hybrid
     board = process_breakers(settings)
+    if names == ["offline"]:  # chosen explicitly: hybrid mode has no model to hand the evidence to
+        return get_backend("offline", settings)
     if hybrid:
         from app.agent.backends.hybrid import HybridBackend
 
-        models = [n for n in names if n != "offline"]
-        if not models:
-            raise ConfigError("Hybrid mode needs a model backend (anthropic or openai) in the chain.")
+        models = [n for n in names if n != "offline"]  # not empty: the chain is not offline alone
         return HybridBackend(FallbackBackend([get_backend(n, settings) for n in models], board),
                              get_backend("offline", settings), offline_fallback="offline" in names)
-    if names == ["offline"]:
-        return get_backend("offline", settings)
     return FallbackBackend([get_backend(n, settings) for n in names], board)
