@@ -3,6 +3,7 @@
     python eval_corpora/irae/build.py            # build every split
     python eval_corpora/irae/build.py dev        # one split
     python eval_corpora/irae/build.py --check    # validate only, write nothing
+    python eval_corpora/irae/build.py --fhir     # also validate every resource with fhir.resources R4B
 
 Reads ``<split>/source/*.yaml`` (one hand-written patient per file) and writes
 ``<split>/bundles/<patient>.json`` (one transaction Bundle per patient) and
@@ -307,6 +308,25 @@ def build_split(split: str, *, write: bool = True) -> dict:
             "traps": cats}
 
 
+def validate_fhir(split: str) -> int:
+    """Validate every built resource with fhir.resources (R4B); returns how many were checked."""
+    import importlib
+
+    count = 0
+    for path in sorted((ROOT / split / "bundles").glob("*.json")):
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+        for entry in bundle["entry"]:
+            res = entry["resource"]
+            rtype = res["resourceType"]
+            model = getattr(importlib.import_module(f"fhir.resources.R4B.{rtype.lower()}"), rtype)
+            try:
+                model.model_validate(res)
+            except Exception as exc:  # pydantic ValidationError; keep this script free of pydantic imports
+                raise CorpusError(f"{rtype}/{res['id']}: not valid FHIR R4B: {exc}") from None
+            count += 1
+    return count
+
+
 def main(argv: list[str]) -> int:
     write = "--check" not in argv
     splits = [a for a in argv if a in SPLITS] or list(SPLITS)
@@ -321,6 +341,8 @@ def main(argv: list[str]) -> int:
             print("  organs:", dict(sorted(s["events"].items())))
             print("  grades:", dict(sorted(s["grades"].items())))
             print("  traps: ", dict(sorted(s["traps"].items())))
+            if "--fhir" in argv:
+                print(f"  fhir.resources R4B: {validate_fhir(split)} resources valid")
     except CorpusError as exc:
         print(f"corpus error: {exc}", file=sys.stderr)
         return 1
