@@ -7,7 +7,7 @@ DATA ?= var
 APP_PORT ?= 8000
 SANDBOX_PORT ?= 9000
 
-.PHONY: install run demo test bench lint clean
+.PHONY: install run demo test bench lint clean postgres
 
 $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or make PY=python3)"; exit 2; }
@@ -28,12 +28,21 @@ $(AXE):
 install: $(STAMP)
 
 run: install
+	APP_DATA_DIR=$(DATA)/run/app $(BIN)/python -m app db upgrade
 	$(BIN)/python -m app.run --data-dir $(DATA)/run --app-port $(APP_PORT) --sandbox-port $(SANDBOX_PORT)
 
 demo: install
 	APP_DATA_DIR=$(DATA)/demo $(BIN)/python -m app demo
 
-test: install $(AXE)
+# PostgreSQL (Debian's package) for the store/outbox/audit/review suites; they skip (and say why) without it.
+postgres:
+	@if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null || echo "postgresql could not be installed: its tests will skip"; \
+	  else echo "PostgreSQL not installed (apt-get install postgresql): its tests will skip"; fi; \
+	fi
+
+test: install $(AXE) postgres
 	$(BIN)/python -m pytest
 
 bench: install
