@@ -12,7 +12,8 @@ How an answer is found (``answer(tools, question)``):
    ("None recorded at this visit" under Vital Signs sends the search to an older note).
 3. Without a topic, lines anywhere that contain every term group answer (two thirds of them
    for long questions); the hybrid search (embedding model + BM25) is consulted once, only
-   when that finds nothing, to rank lines that hold part of the terms.
+   when that finds nothing, to rank lines that hold part of the terms. A term that occurs in
+   no note at all ("BRCA1") means not found, whatever else the question shares with the notes.
 4. Nothing found: ``answer_found`` False and a plain statement. Never a guess.
 
 Every sentence quotes the note verbatim and cites one note: the newest one that has it.
@@ -501,8 +502,22 @@ def answer(tools: Tools, question: str) -> BackendResult:
     return _free_text(tools, notes, order, parsed, question)
 
 
+def _absent_terms(notes: NoteSet, parsed: ParsedQuestion) -> bool:
+    """True when some asked term occurs in no note at all (BRCA1, a health care proxy):
+    the record cannot answer, however many other words of the question it holds."""
+    missing = list(parsed.groups)
+    for note in notes.newest_first():
+        for chunk in note.chunks:
+            missing = [g for g in missing if not g.pattern.search(chunk.text)]
+            if not missing:
+                return False
+    return bool(missing)
+
+
 def _free_text(tools: Tools, notes: NoteSet, order: list[Note], parsed: ParsedQuestion,
                question: str) -> BackendResult:
+    if _absent_terms(notes, parsed):
+        return _not_found()
     need = parsed.needed()
     for note in order:
         lines = [ln for ln in note.lines() if not ln.header and ln.category not in ("family", "education")
