@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     embedding_cache: bool = Field(
         default=True,
         description="Keep an encrypted embedding cache under APP_DATA_DIR (re-launches embed only new text).")
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the ONNX export of the embedding model is kept; default APP_DATA_DIR/models.")
 
     @field_validator("data_dir")
     @classmethod

@@ -53,9 +53,14 @@ def connect(services: Services, fhir_base: str, auth: str) -> tuple[FhirClient, 
 def run_draft(*, fhir_base: str, patient: str, task: str, question: str | None,
               backend: str | None, role: str, write: bool, auth: str = "auto") -> dict:
     services = Services(load_settings())
+    loading = services.warm_up()  # the model loads while the chart is read (network waits)
     client, grants, mode, jti = connect(services, fhir_base, auth)
+    settings = services.settings
     chart = load_chart(client, patient, grants=grants, role=role, policy=services.policy,
-                       embedder=services.embedder, cache=shared_cache({}, services.settings))
+                       embedder=lambda: services.embedder, cache=shared_cache({}, settings),
+                       max_attachment_bytes=settings.max_attachment_bytes,
+                       max_documents=settings.max_documents)
+    del loading  # joined implicitly: load_chart asked for the embedder
     drafting = services.drafting()
     draft = drafting.draft(chart, task, question=question, backend_name=backend)
     written = None

@@ -69,7 +69,9 @@ class Services:
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
-                self._embedder = Embedder(self.settings.embedding_model)
+                self._embedder = Embedder(self.settings.embedding_model,
+                                          cache_dir=self.settings.model_cache_dir
+                                          or self.settings.data_dir / "models")
             return self._embedder
 
     def warm_up(self) -> threading.Thread:

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from app.errors import ConfigError
-from app.retrieval.onnx_session import OnnxSession, build_session
+from app.retrieval.onnx_session import (
+    OnnxSession,
+    build_session,
+    export_to_cache,
+    load_cached,
+    read_layout,
+)
 
 # Before any Hugging Face library is imported (here or later): never reach the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -92,7 +98,14 @@ def _quantize_int8(model: Any) -> Any:
 
 
 class Embedder:
-    """Encode texts to L2-normalised float32 vectors; count tokens as the model does."""
+    """Encode texts to L2-normalised float32 vectors; count tokens as the model does.
+
+    With a ``cache_dir`` (the app passes ``APP_MODEL_CACHE_DIR``, by default
+    ``APP_DATA_DIR/models``) the normal path is onnxruntime and ``tokenizers``
+    alone: the ONNX export of the verified weights is read from the cache, and
+    torch, transformers and sentence-transformers are imported only to write
+    that export the first time (``onnx_session.py``).
+    """
 
     def __init__(
         self,
@@ -104,6 +117,7 @@ class Embedder:
         num_threads: int | None = None,
         precision: str = "fp32",
         runtime: str = "auto",
+        cache_dir: str | Path | None = None,
     ) -> None:
         """``model``: a directory or a model name found in the local Hugging Face cache;
         None for the bundled all-MiniLM-L6-v2. ``expected_sha256``: checked against the
@@ -112,7 +126,9 @@ class Embedder:
         or ``int8`` (torch dynamic quantisation of the Linear layers, CPU only; vectors
         differ slightly, so ``model_id`` says which, and caches never mix the two).
         ``runtime``: ``torch``, ``onnx`` (ONNX Runtime, fp32, the same vectors, faster; a
-        ConfigError if it cannot run) or ``auto`` (onnx when it can, else torch)."""
+        ConfigError if it cannot run) or ``auto`` (onnx when it can, else torch).
+        ``cache_dir``: where the ONNX export is kept (keyed by the weights' sha256); None
+        exports in memory at every load (needs torch)."""
         if precision not in PRECISIONS:
             raise ConfigError(f"Embedding precision must be one of {PRECISIONS}, not {precision!r}.")
         if runtime not in RUNTIMES:
@@ -131,31 +147,58 @@ class Embedder:
                 raise ConfigError(f"Cannot verify the embedding model {model!s}: a sha256 check "
                                   "needs a local model directory.")
             verify_weights(source, expected)
+            self.weights_sha256: str | None = expected.lower()
+        elif isinstance(source, Path) and (source / WEIGHTS_FILE).is_file():
+            self.weights_sha256 = file_sha256(source / WEIGHTS_FILE)  # identifies, does not vouch
+        else:
+            self.weights_sha256 = None
         self.device = device
-        self._model = self._load(source, device, num_threads)
         self.precision = precision
-        if precision == "int8":
-            self._model = _quantize_int8(self._model)
-            self.model_id += "+int8"
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
-            self._model.get_sentence_embedding_dimension
-        dim = get_dim()
-        if not dim:
-            raise ConfigError(f"Embedding model {self.model_id} does not report its dimension.")
-        self.dim: int = int(dim)
-        self.max_tokens: int = int(self._model.max_seq_length or 512)
-        self._tokenizer = self._model.tokenizer
+        threads = num_threads or _thread_count()
+        self._model: Any = None
         self._onnx: OnnxSession | None = None
-        if runtime != "torch" and precision == "fp32" and device == "cpu":
-            self._onnx = build_session(self._model, num_threads or _thread_count())
+        self.onnx_source = "none"  # cache | exported | memory | none
+        layout = (read_layout(source) if isinstance(source, Path) and source.is_dir() else None)
+        wants_onnx = runtime != "torch" and precision == "fp32" and device == "cpu"
+        if wants_onnx and layout is not None and self.weights_sha256 is not None \
+                and cache_dir is not None:
+            self._onnx = load_cached(Path(cache_dir), layout, self.weights_sha256, threads)
+            self.onnx_source = "cache" if self._onnx is not None else "none"
+            if self._onnx is None:  # first start with these weights: export once (torch)
+                self._model = self._load(source, device, threads)
+                if export_to_cache(self._model, layout, self.weights_sha256, Path(cache_dir)):
+                    self._onnx = load_cached(Path(cache_dir), layout, self.weights_sha256, threads)
+                    self.onnx_source = "exported" if self._onnx is not None else "none"
+        if wants_onnx and layout is not None and self._onnx is None:
+            if self._model is None:
+                self._model = self._load(source, device, threads)
+            self._onnx = build_session(self._model, layout, threads)
+            self.onnx_source = "memory" if self._onnx is not None else "none"
         if runtime == "onnx" and self._onnx is None:
             raise ConfigError("The ONNX runtime cannot run this embedding model (install "
                               "onnxruntime and onnx, or use the torch runtime).")
+        if self._onnx is not None:
+            self._model = None  # torch's copy is not needed any more (memory)
+            self.dim: int = self._onnx.dim
+            self.max_tokens: int = self._onnx.max_tokens
+        else:
+            if self._model is None:
+                self._model = self._load(source, device, threads)
+            if precision == "int8":
+                self._model = _quantize_int8(self._model)
+                self.model_id += "+int8"
+            get_dim = getattr(self._model, "get_embedding_dimension", None) or \
+                self._model.get_sentence_embedding_dimension
+            dim = get_dim()
+            if not dim:
+                raise ConfigError(f"Embedding model {self.model_id} does not report its dimension.")
+            self.dim = int(dim)
+            self.max_tokens = int(self._model.max_seq_length or 512)
         self.runtime = "onnx" if self._onnx is not None else "torch"
         self.batch_size = batch_size or (ONNX_BATCH if self._onnx is not None else TORCH_BATCH)
-        # The Hugging Face fast tokenizer keeps truncation/padding state on the object:
-        # count_tokens (no truncation) racing encode (truncation) in two indexing threads
-        # produces ragged batches. One lock per model serialises both.
+        # torch path: the Hugging Face fast tokenizer keeps truncation/padding state on the
+        # object, so count_tokens racing encode in two threads produces ragged batches; one
+        # lock per model serialises both. The ONNX path needs no lock (see OnnxSession).
         self._lock = threading.RLock()
 
     @staticmethod
@@ -182,9 +225,11 @@ class Embedder:
         """Tokens of ``text`` without the special tokens ([CLS], [SEP]) the model adds."""
         if not text:
             return 0
+        if self._onnx is not None:
+            return self._onnx.count_tokens(text)
         with self._lock:
-            ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
-                                  verbose=False)["input_ids"]
+            ids = self._model.tokenizer(text, add_special_tokens=False, truncation=False,
+                                        verbose=False)["input_ids"]
         return len(ids)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -193,11 +238,10 @@ class Embedder:
             raise TypeError("encode() takes a sequence of texts, not one string")
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            if self._onnx is not None:
-                vectors = self._onnx.encode(self._tokenizer, list(texts), batch_size=self.batch_size,
-                                            max_length=self.max_tokens)
-            else:
+        if self._onnx is not None:
+            vectors = self._onnx.encode(list(texts), batch_size=self.batch_size)
+        else:
+            with self._lock:
                 vectors = self._model.encode(list(texts), batch_size=self.batch_size,
                                              convert_to_numpy=True, normalize_embeddings=True,
                                              show_progress_bar=False)

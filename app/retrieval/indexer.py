@@ -3,11 +3,20 @@
 The PHI boundary: a document the policy denies is never fetched for its
 content, never embedded, never indexed. Only counts by reason leave here.
 
-Documents are indexed most recent first, so drafting can start early; progress
-(n of m) is on ``chart.progress``. With an ``EmbeddingCache`` a re-launch
-embeds only new or changed text: chunks are keyed by the sha256 of their text,
-so an unchanged document (whatever its versionId) costs no model call, and a
-changed one costs only its new chunks.
+Reads are concurrent and bounded: the Patient, the Conditions and the
+document list in parallel (``open_chart``), then attachments fetched and
+decoded by ``FETCH_WORKERS`` threads at most ``FETCH_WINDOW`` notes ahead of
+the indexer (each under the byte cap), so memory stays bounded on a
+2,000-note chart.
+
+Documents are indexed most recent first, and drafting can start early:
+``PatientChart.search`` waits only until the newest ``EARLY_START_NOTES``
+notes are in (or indexing ended), while ``wait_indexed()`` (what a screen
+that reads every note calls, e.g. ``read_notes``) waits for all of them.
+Progress (n of m) is on ``chart.progress``. With an ``EmbeddingCache`` a
+re-launch embeds only new or changed text: chunks are keyed by the sha256 of
+their text, so an unchanged document (whatever its versionId) costs no model
+call, and a changed one costs only its new chunks.
 """
 
 from __future__ import annotations
@@ -15,14 +24,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Collection
+from collections import Counter, deque
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.errors import FhirError, PermissionDenied
-from app.fhir.attachments import extract_text
+from app.errors import AppError, FhirError, PermissionDenied
+from app.fhir.attachments import ExtractedText, extract_text
 from app.fhir.client import FhirClient
 from app.logging import event, opaque
 from app.retrieval.cache import EmbeddingCache
@@ -44,6 +54,10 @@ from app.smart.scopes import Grants
 log = logging.getLogger(__name__)
 
 
+EARLY_START_NOTES = 20  # search may start once this many of the newest notes are indexed
+WAIT_TIMEOUT_S = 300.0
+
+
 @dataclass
 class IndexProgress:
     total: int = 0
@@ -52,10 +66,43 @@ class IndexProgress:
     error_code: str | None = None
     embedded: int = 0  # chunks encoded by the model in this build
     cached: int = 0  # chunks whose vectors came from the embedding cache
+    changed: threading.Condition = field(default_factory=threading.Condition, repr=False,
+                                         compare=False)
 
     def as_dict(self) -> dict[str, object]:
         return {"total": self.total, "done": self.done, "state": self.state,
                 "error_code": self.error_code, "embedded": self.embedded, "cached": self.cached}
+
+    def advance(self, notes: int = 0, state: str | None = None) -> None:
+        """Count ``notes`` more notes done (newest first) and/or change state; wake waiters."""
+        with self.changed:
+            self.done += notes
+            if state is not None:
+                self.state = state
+            self.changed.notify_all()
+
+    def wait(self, notes: int | None = None, timeout: float = WAIT_TIMEOUT_S) -> bool:
+        """True once the newest ``notes`` notes (every note when None) are indexed.
+
+        Returns at once when no build is running (``ready``, ``failed``, or a chart that
+        was never built); False on timeout or failure. Polls as well as waiting, so a
+        state set directly (without ``advance``) is seen too.
+        """
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                if self.state == "ready":
+                    return True
+                if self.state == "failed":
+                    return False
+                if self.state == "indexing" and notes is not None and self.done >= min(notes, self.total):
+                    return True
+                if self.state not in ("indexing", "pending"):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 0.25))
 
 
 @dataclass
@@ -95,9 +142,10 @@ class PatientChart:
         (chunk section names, case-insensitive). The policy decision is repeated
         first (defence in depth): a filter can only narrow what the policy allows.
         """
+        self.wait_indexed(EARLY_START_NOTES)
         wanted_sections = None if sections is None else {s.lower() for s in sections}
         allowed = {
-            did for did, meta in self.documents.items()
+            did for did, meta in list(self.documents.items())
             if decide(meta, self.context, self.policy).allowed
             and (types is None or meta.type_code in types)
             and (since is None or (meta.date is not None and meta.date[:10] >= since[:10]))
@@ -134,6 +182,13 @@ class PatientChart:
         with self.lock:
             return {c.id: c for c in self.index.chunks()}
 
+    def wait_indexed(self, notes: int | None = None, timeout: float = WAIT_TIMEOUT_S) -> None:
+        """Return once the newest ``notes`` notes (all when None) are indexed; AppError if
+        indexing failed or took longer than ``timeout``. Immediate when no build runs."""
+        if not self.progress.wait(notes, timeout):
+            raise AppError("The notes could not be indexed; try again in a moment.",
+                           code=self.progress.error_code or "index_not_ready", http_status=503)
+
 
 def _display_name(patient: dict | None) -> str | None:
     for name in (patient or {}).get("name") or []:
@@ -158,23 +213,40 @@ def open_chart(
     grants: Grants,
     role: str,
     policy: RolePolicy,
-    embedder: Embedder,
+    embedder: Embedder | Callable[[], Embedder],
     task_types: frozenset[str] | None = None,
     max_attachment_bytes: int = 2_000_000,
     max_documents: int = 2000,
     cache: EmbeddingCache | None = None,
 ) -> PatientChart:
-    """Read the patient, conditions and the document list; decide access. No content fetched yet."""
+    """Read the patient, conditions and the document list; decide access. No content fetched yet.
+
+    The three reads run in parallel. ``embedder`` may be a callable returning it, called
+    after the reads, so that a model still loading in another thread overlaps them.
+    """
     ctx = AccessContext(role=role, can_read_documents=grants.may_read("DocumentReference"),
                         task_types=task_types)
     counts: Counter[str] = Counter()
-    patient = client.read("Patient", patient_id) if grants.may_read("Patient") else None
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="chart-read") as pool:
+        patient_read = pool.submit(client.read, "Patient", patient_id) \
+            if grants.may_read("Patient") else None
+        conditions_read = pool.submit(lambda: list(client.search(
+            "Condition", {"patient": patient_id, "_count": 100}, validate=True))) \
+            if grants.may_read("Condition") else None
+        documents_read = pool.submit(lambda: list(client.search(
+            "DocumentReference", {"patient": patient_id, "_count": 100}, validate=True))) \
+            if ctx.can_read_documents else None
+        # every read finishes (or fails) before leaving: nothing runs on after an error
+        for read in (patient_read, conditions_read, documents_read):
+            if read is not None:
+                read.exception()
+    patient = patient_read.result() if patient_read is not None else None
     if patient is not None and not (verdict := decide_resource(patient, role, policy)).allowed:
         counts[f"patient_denied:{verdict.reason}"] += 1  # no banner, no demographics
         patient = None
     conditions: list[dict] = []
-    if grants.may_read("Condition"):
-        for cond in client.search("Condition", {"patient": patient_id, "_count": 100}, validate=True):
+    if conditions_read is not None:
+        for cond in conditions_read.result():
             verdict = decide_resource(cond, role, policy)
             if verdict.allowed:
                 conditions.append(cond)
@@ -184,7 +256,7 @@ def open_chart(
     resources: dict[str, dict] = {}
     if ctx.can_read_documents:
         try:
-            docs = client.search("DocumentReference", {"patient": patient_id, "_count": 100}, validate=True)
+            docs = documents_read.result() if documents_read is not None else []
             for res in docs:
                 counts["read"] += 1
                 if counts["read"] > max_documents:
@@ -215,6 +287,8 @@ def open_chart(
     # lenient on read: resources that fail R4B validation were skipped by the client; say how many
     for reason, n in (getattr(client, "skipped", None) or {}).items():
         counts[f"skipped:{reason}"] += n
+    if callable(embedder):
+        embedder = embedder()
     chart = PatientChart(
         patient_id=patient_id, patient=patient, conditions=conditions, documents={}, texts={},
         counts={}, index=ChunkIndex(embedder.dim), embedder=embedder, context=ctx, policy=policy,
@@ -228,14 +302,20 @@ def open_chart(
 
 
 def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
-    """Fetch, extract, chunk, embed and index the allowed documents (most recent first)."""
+    """Fetch, extract, chunk, embed and index the allowed documents (most recent first).
+
+    Attachments are fetched and decoded by a bounded pool, in order, at most
+    ``FETCH_WINDOW`` notes ahead; chunking, embedding and indexing stay on this thread.
+    ``chart.documents`` and ``chart.texts`` are replaced, never mutated, so a reader
+    iterating them while the build runs sees a consistent snapshot.
+    """
     started = time.monotonic()
     max_attachment_bytes = chart.max_attachment_bytes
     counts: Counter[str] = Counter(chart.counts)
     order = sorted((m for m, _ in chart.pending.values()), key=lambda m: m.date or "", reverse=True)
     chart.progress.total = len(order)
-    chart.progress.state = "indexing"
-    group: list[tuple[DocumentMeta, str, list[Chunk]]] = []
+    chart.progress.advance(state="indexing")
+    group: list[tuple[DocumentMeta, str | None, list[Chunk]]] = []  # text None: skipped
 
     def flush() -> None:
         """Embed a few notes' chunks in one call (small batches encode fastest), then index."""
@@ -244,32 +324,51 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
             vectors = embed_chunks(chart, chunks)
             with chart.lock:
                 chart.index.add(chunks, vectors)
-        for meta, text, _ in group:
-            chart.documents[meta.id] = meta
-            chart.texts[meta.id] = text
-            counts["allowed"] += 1
-            chart.progress.done += 1
+        kept = [(meta, text) for meta, text, _ in group if text is not None]
+        with chart.lock:
+            chart.documents = {**chart.documents, **{meta.id: meta for meta, _ in kept}}
+            chart.texts = {**chart.texts, **{meta.id: text for meta, text in kept}}
+        counts["allowed"] += len(kept)
+        chart.progress.advance(len(group))  # "done" counts the newest notes, in order
         group.clear()
 
+    def fetch(meta: DocumentMeta) -> ExtractedText:
+        return extract_text(client, chart.pending[meta.id][1], max_bytes=max_attachment_bytes)
+
     try:
-        for meta in order:
-            extracted = extract_text(client, chart.pending[meta.id][1], max_bytes=max_attachment_bytes)
-            if extracted.text is None:
-                counts[f"skipped:{extracted.skipped}"] += 1
-                chart.progress.done += 1
-                continue
-            group.append((meta, extracted.text, chunk_document(chart, meta, extracted.text)))
-            if sum(len(cs) for _, _, cs in group) >= EMBED_GROUP_CHUNKS:
+        with ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="note-fetch") as pool:
+            ahead: deque[tuple[DocumentMeta, Future[ExtractedText]]] = deque()
+            queue = iter(order)
+            try:
+                for meta in queue:
+                    ahead.append((meta, pool.submit(fetch, meta)))
+                    if len(ahead) >= FETCH_WINDOW:
+                        break
+                while ahead:
+                    meta, future = ahead.popleft()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        ahead.append((nxt, pool.submit(fetch, nxt)))
+                    extracted = future.result()
+                    if extracted.text is None:
+                        counts[f"skipped:{extracted.skipped}"] += 1
+                        group.append((meta, None, []))
+                        continue
+                    group.append((meta, extracted.text, chunk_document(chart, meta, extracted.text)))
+                    if sum(len(cs) for _, _, cs in group) >= EMBED_GROUP_CHUNKS:
+                        flush()
                 flush()
-        flush()
+            finally:
+                for _, future in ahead:  # on failure: fetch nothing more
+                    future.cancel()
     except Exception as exc:
-        chart.progress.state = "failed"
         chart.progress.error_code = getattr(exc, "code", type(exc).__name__)
+        chart.progress.advance(state="failed")
         raise
     finally:
         chart.counts = dict(counts)
     chart.pending = {}
-    chart.progress.state = "ready"
+    chart.progress.advance(state="ready")
     event(log, "index.ready", patient=opaque(chart.patient_id), documents=counts.get("read", 0),
           allowed=counts.get("allowed", 0), chunks=len(chart.index),
           reasons={k: v for k, v in counts.items() if ":" in k},
@@ -277,6 +376,8 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
     return chart
 
 
+FETCH_WORKERS = 4  # attachment fetches in flight per chart (FHIR servers rate-limit; 2 cores here)
+FETCH_WINDOW = 8  # notes fetched ahead of the indexer: bounds memory to ~8 attachments per chart
 CHUNK_MAX_TOKENS = 200
 CHUNK_OVERLAP_TOKENS = 32
 EMBED_GROUP_CHUNKS = 16  # notes are embedded in groups of about this many chunks

@@ -1,22 +1,39 @@
-"""The verified sentence-transformers model run by ONNX Runtime (fp32): same vectors, faster.
+"""The verified sentence-transformers model run by ONNX Runtime (fp32): same vectors, no torch.
 
-The ONNX graph is exported in memory from the model already loaded (after its
-sha256 check), so no unverified file is ever read and nothing is written to
-disk. Supported: a Transformer followed by mean pooling and optional
-normalisation (all-MiniLM-L6-v2 and most sentence-transformers models); for
-anything else, or when ``onnxruntime``/``onnx`` are missing, ``build_session``
-returns None and the caller stays on torch.
+Two halves, so that the normal path never imports torch, transformers or
+sentence-transformers:
 
-On 2 CPU cores it encodes about 1.5 times faster than torch with vectors equal
-to within cosine 1 - 1e-6 (docs/retrieval.md).
+- ``export_to_cache`` (torch): once per set of weights, the model already
+  loaded after its sha256 check is exported to ONNX and written, with a
+  manifest, to ``<cache dir>/onnx/<sha256 of the weights>/``. The manifest
+  pins the sha256 of the ONNX file and of the tokenizer and configuration
+  files it was exported with, and holds a probe vector computed by torch.
+- ``load_cached`` (onnxruntime and ``tokenizers`` only): every later start
+  reads that directory back, checks every sha256 in the manifest and that
+  the probe text still gives torch's vector, then runs the model. Any
+  mismatch is a miss (logged with a reason code), never an error: the
+  caller exports again.
+
+Supported: a Transformer followed by mean pooling and optional normalisation
+(all-MiniLM-L6-v2 and most sentence-transformers models), read from the
+model directory's ``modules.json``. For anything else ``read_layout`` returns
+None and the caller stays on torch. ``build_session`` keeps the older
+in-memory export (no cache directory given).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,63 +42,131 @@ from app.logging import event
 
 log = logging.getLogger(__name__)
 
+FORMAT = 1
+ONNX_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+# files of a sentence-transformers directory whose content shapes the vectors besides the weights
+PINNED_FILES = (TOKENIZER_FILE, "config.json", "modules.json", "sentence_bert_config.json",
+                "1_Pooling/config.json")
+PROBE_TEXT = "Assessment: grade 2 immune-related colitis; budesonide started. Plan: TSH in 6 weeks."
+PROBE_MIN_COSINE = 0.9999
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
-def _mean_pooling_only(model: Any) -> bool:
-    modules = list(model)
-    if len(modules) < 2 or not hasattr(modules[0], "auto_model"):
-        return False
-    pooling = modules[1]
-    config = getattr(pooling, "get_config_dict", lambda: {})()
-    if "pooling_mode" in config:  # sentence-transformers >= 5: one mode by name
-        if config["pooling_mode"] not in ("mean", ["mean"]):
-            return False
-    elif not config.get("pooling_mode_mean_tokens") or any(
-            v for k, v in config.items()
-            if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens"):
-        return False
-    return all(type(m).__name__ == "Normalize" for m in modules[2:])
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """What the torch-free path needs from a sentence-transformers model directory."""
+
+    directory: Path
+    dim: int
+    max_tokens: int
+    normalize: bool
+
+
+def read_layout(model_dir: Path) -> ModelLayout | None:
+    """Transformer + mean pooling (+ Normalize) read from the files, or None (stays on torch)."""
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
+        types = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if len(types) < 2 or types[0] != "Transformer" or types[1] != "Pooling" \
+                or any(t != "Normalize" for t in types[2:]):
+            return None
+        pooling = json.loads((model_dir / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
+        if "pooling_mode" in pooling:  # sentence-transformers >= 5: one mode by name
+            if pooling["pooling_mode"] not in ("mean", ["mean"]):
+                return None
+        elif not pooling.get("pooling_mode_mean_tokens") or any(
+                v for k, v in pooling.items()
+                if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens"):
+            return None
+        bert = json.loads((model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        if bert.get("do_lower_case"):  # sentence-transformers lower-cases outside the tokenizer
+            return None
+        if not (model_dir / TOKENIZER_FILE).is_file():
+            return None
+        dim = int(pooling.get("word_embedding_dimension") or pooling.get("embedding_dimension") or 0)
+        max_tokens = int(bert.get("max_seq_length") or 0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    if dim < 1 or max_tokens < 8:
+        return None
+    return ModelLayout(model_dir, dim, max_tokens, normalize=len(types) > 2)
 
 
 class OnnxSession:
-    """Token ids → mean-pooled, L2-normalised vectors, like SentenceTransformer.encode."""
+    """Token ids → mean-pooled vectors, like SentenceTransformer.encode (the caller normalises).
 
-    def __init__(self, session: Any, input_names: list[str], dim: int) -> None:
+    Thread-safe: ``InferenceSession.run`` is, and the two tokenizers are configured once
+    (one counts without truncation, the other pads and truncates) and never changed.
+    """
+
+    def __init__(self, session: Any, tokenizer_json: str, dim: int, max_tokens: int) -> None:
+        from tokenizers import Tokenizer
+
         self._session = session
-        self._inputs = input_names
+        names = {i.name for i in session.get_inputs()}
+        self._inputs = [n for n in INPUT_NAMES if n in names]
         self.dim = dim
+        self.max_tokens = max_tokens
+        self._counter = Tokenizer.from_str(tokenizer_json)
+        self._counter.no_truncation()
+        self._counter.no_padding()
+        self._encoder = Tokenizer.from_str(tokenizer_json)
+        self._encoder.enable_truncation(max_length=max_tokens)
+        pad_id = self._encoder.token_to_id("[PAD]")
+        pad_id = 0 if pad_id is None else pad_id
+        self._encoder.enable_padding(pad_id=pad_id, pad_token=self._encoder.id_to_token(pad_id) or "[PAD]")
 
-    def encode(self, tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_length: int,
-               ) -> np.ndarray:
+    def count_tokens(self, text: str) -> int:
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
+
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode(self, texts: Sequence[str], *, batch_size: int) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")  # little padding per batch
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                            max_length=max_length, return_tensors="np")
-            feed = {name: np.asarray(enc[name], dtype=np.int64) for name in self._inputs}
-            hidden = self._session.run(None, feed)[0]
-            mask = np.asarray(enc["attention_mask"], dtype=np.float32)[..., None]
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            out[rows] = pooled
+            encodings = self._encoder.encode_batch([texts[i].strip() for i in rows])
+            ids = np.array([e.ids for e in encodings], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+            feed = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self._inputs:
+                feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+            hidden = self._session.run(None, {n: feed[n] for n in self._inputs})[0]
+            weights = mask.astype(np.float32)[..., None]
+            out[rows] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         return out
 
 
-def build_session(model: Any, num_threads: int) -> OnnxSession | None:
-    """Export ``model`` (a loaded SentenceTransformer) to ONNX in memory and open it, or None."""
-    if not _mean_pooling_only(model):
-        event(log, "embeddings.onnx_unavailable", code="unsupported_pooling")
-        return None
-    try:
-        import onnxruntime as ort
-        import torch
-    except ImportError:
-        event(log, "embeddings.onnx_unavailable", code="onnxruntime_missing")
-        return None
+def _open(model: bytes | str, num_threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _export_bytes(model: Any) -> bytes:
+    """The loaded SentenceTransformer's transformer as ONNX (last hidden state). Needs torch."""
+    import torch
+
     transformer = model[0]
     auto_model = transformer.auto_model.eval()
     tokenizer = transformer.tokenizer
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
-             if n in tokenizer.model_input_names]
+    names = [n for n in INPUT_NAMES if n in tokenizer.model_input_names]
     sample = tokenizer(["a b"], return_tensors="pt")
 
     class _Hidden(torch.nn.Module):
@@ -93,23 +178,137 @@ def build_session(model: Any, num_threads: int) -> OnnxSession | None:
             return self.inner(**dict(zip(names, args, strict=True))).last_hidden_state
 
     buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Hidden(), tuple(sample[n] for n in names), buffer, input_names=names,
+            output_names=["hidden"], opset_version=17, dynamo=False,
+            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]})
+    return buffer.getvalue()
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def build_session(model: Any, layout: ModelLayout, num_threads: int) -> OnnxSession | None:
+    """Export ``model`` (a loaded SentenceTransformer) to ONNX in memory and open it, or None."""
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Hidden(), tuple(sample[n] for n in names), buffer, input_names=names,
-                output_names=["hidden"], opset_version=17, dynamo=False,
-                dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]})
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(buffer.getvalue(), options,
-                                       providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - any export failure: stay on torch, say so
-        event(log, "embeddings.onnx_unavailable", code="export_failed",
-              error_code=type(exc).__name__)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        event(log, "embeddings.onnx_unavailable", code="onnxruntime_missing")
         return None
-    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    dim = int(get_dim())
-    return OnnxSession(session, names, dim)
+    try:
+        session = _open(_export_bytes(model), num_threads)
+    except Exception as exc:  # noqa: BLE001 - any export failure: stay on torch, say so
+        event(log, "embeddings.onnx_unavailable", code="export_failed", error_code=type(exc).__name__)
+        return None
+    tokenizer_json = (layout.directory / TOKENIZER_FILE).read_text(encoding="utf-8")
+    return OnnxSession(session, tokenizer_json, layout.dim, layout.max_tokens)
+
+
+def cache_entry(cache_dir: Path, weights_sha256: str) -> Path:
+    return Path(cache_dir) / "onnx" / weights_sha256
+
+
+def export_to_cache(model: Any, layout: ModelLayout, weights_sha256: str, cache_dir: Path,
+                    ) -> Path | None:
+    """Write ``model`` as ONNX with its manifest under the cache; None when the export fails.
+
+    Written into a private temporary directory first and renamed into place, so a
+    reader never sees half an entry; when another process won the race, its entry is kept.
+    """
+    entry = cache_entry(cache_dir, weights_sha256)
+    entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=entry.parent))
+    try:
+        (tmp / ONNX_FILE).write_bytes(_export_bytes(model))
+        pinned = {}
+        for name in PINNED_FILES:
+            source = layout.directory / name
+            if source.is_file():
+                pinned[name] = _sha256(source)
+        probe = model.encode([PROBE_TEXT], convert_to_numpy=True, normalize_embeddings=True,
+                             show_progress_bar=False)[0]
+        import onnxruntime
+        import torch
+
+        manifest = {
+            "format": FORMAT, "weights_sha256": weights_sha256,
+            "onnx_sha256": _sha256(tmp / ONNX_FILE), "files_sha256": pinned,
+            "dim": layout.dim, "max_tokens": layout.max_tokens,
+            "probe": [round(float(x), 7) for x in probe],
+            "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, sort_keys=True), encoding="utf-8")
+        for path in tmp.iterdir():
+            os.chmod(path, 0o600)
+        if entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)  # a stale or damaged entry (load_cached refused it)
+        try:
+            os.replace(tmp, entry)
+        except OSError:  # another process wrote the entry meanwhile: keep theirs
+            pass
+    except Exception as exc:  # noqa: BLE001 - no cache entry; the caller stays in memory or on torch
+        event(log, "embeddings.onnx_export_failed", error_code=type(exc).__name__)
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    event(log, "embeddings.onnx_exported")
+    return entry
+
+
+def load_cached(cache_dir: Path, layout: ModelLayout, weights_sha256: str, num_threads: int,
+                ) -> OnnxSession | None:
+    """The cached ONNX model for these verified weights, or None (a miss, with a reason code)."""
+    entry = cache_entry(cache_dir, weights_sha256)
+
+    def miss(code: str) -> None:
+        event(log, "embeddings.onnx_cache_miss", code=code)
+
+    try:
+        manifest = json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        miss("absent")
+        return None
+    try:
+        if manifest.get("format") != FORMAT or manifest.get("weights_sha256") != weights_sha256:
+            miss("other_model")
+            return None
+        if int(manifest["dim"]) != layout.dim or int(manifest["max_tokens"]) != layout.max_tokens:
+            miss("other_layout")
+            return None
+        pinned = manifest["files_sha256"]
+        for name in PINNED_FILES:
+            source = layout.directory / name
+            if (source.is_file() and pinned.get(name) != _sha256(source)) or \
+                    (not source.is_file() and name in pinned):
+                miss("model_files_changed")
+                return None
+        onnx_path = entry / ONNX_FILE
+        model_bytes = onnx_path.read_bytes()
+        if hashlib.sha256(model_bytes).hexdigest() != manifest["onnx_sha256"]:
+            miss("onnx_sha256_mismatch")
+            return None
+        probe = np.asarray(manifest["probe"], dtype=np.float64)
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+        miss("malformed")
+        return None
+    try:
+        session = OnnxSession(_open(model_bytes, num_threads),
+                              (layout.directory / TOKENIZER_FILE).read_text(encoding="utf-8"),
+                              layout.dim, layout.max_tokens)
+    except ImportError:
+        miss("onnxruntime_missing")
+        return None
+    except Exception as exc:  # noqa: BLE001 - an unreadable model is a miss: export again
+        miss("unloadable")
+        event(log, "embeddings.onnx_cache_unloadable", error_code=type(exc).__name__)
+        return None
+    got = _unit(session.encode([PROBE_TEXT], batch_size=1)[0])
+    if probe.shape != got.shape or float(got @ _unit(probe)) < PROBE_MIN_COSINE:
+        miss("probe_mismatch")
+        return None
+    return session

@@ -13,7 +13,7 @@ from app.errors import AuthError
 from app.fhir.client import FhirClient
 from app.logging import event
 from app.retrieval.cache import shared_cache
-from app.retrieval.indexer import PatientChart, build_index, open_chart
+from app.retrieval.indexer import EARLY_START_NOTES, PatientChart, build_index, open_chart
 from app.services import Actor
 from app.smart.scopes import OPEN_SERVER_GRANTS, Grants
 from app.smart.session import SessionTokens
@@ -91,12 +91,8 @@ def ensure_chart(state: LaunchState) -> PatientChart:
 
 
 def wait_ready(state: LaunchState, timeout: float = 300.0) -> PatientChart:
+    """The chart once its newest notes are indexed: drafting starts while older ones go in
+    (search waits for the newest, ``read_notes`` for all; docs/retrieval.md)."""
     chart = ensure_chart(state)
-    if state.index_thread is not None:
-        state.index_thread.join(timeout)
-    if chart.progress.state != "ready":
-        from app.errors import AppError
-
-        raise AppError("The notes could not be indexed; try again in a moment.",
-                       code=chart.progress.error_code or "index_not_ready", http_status=503)
+    chart.wait_indexed(EARLY_START_NOTES, timeout)  # AppError 503 when indexing failed
     return chart
