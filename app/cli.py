@@ -1,4 +1,4 @@
-"""Command line: ``python -m app serve | sandbox | demo | draft | eval | audit | outbox``.
+"""Command line: ``python -m app serve | sandbox | demo | draft | batch | eval | audit | outbox``.
 
 Errors map to exit codes: 0 ok, 1 failure, 2 usage/configuration, 3 upstream, 4 not built.
 """
@@ -107,6 +107,46 @@ def draft(fhir_base: str, patient: str, task: str, question: str | None, backend
     else:
         click.echo(result["draft"]["text"])
     sys.exit(0 if result["status"] == "completed" else 1)
+
+
+@main.command()
+@click.option("--fhir-base", required=True, help="FHIR base URL.")
+@click.option("--task", type=click.Choice(["irae"]), default="irae", show_default=True)
+@click.option("--cohort", required=True,
+              help="Group/<id>, a FHIR search such as 'Condition?code=...', or a file of patient ids.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--backend", type=click.Choice(["offline", "anthropic", "openai"]), default="offline",
+              show_default=True)
+@click.option("--since", default=None, help="Only resources changed since this date or instant (Bulk _since).")
+@click.option("--type-filter", "type_filters", multiple=True,
+              help="Bulk _typeFilter, e.g. 'DocumentReference?date=ge2026-01-01' (re-checked locally).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report directory (default APP_DATA_DIR/batch/<batch>/report).")
+@click.option("--write/--no-write", default=True, show_default=True,
+              help="--no-write screens and reports without writing drafts (dry runs, read-only servers).")
+@click.option("--auth", type=click.Choice(["auto", "backend", "none"]), default="auto", show_default=True,
+              help="backend: SMART Backend Services with APP_PRIVATE_KEY_PATH; none: open server.")
+@click.option("--source", type=click.Choice(["auto", "bulk", "search"]), default="auto", show_default=True,
+              help="auto: Bulk Data $export for a Group when offered, else paged search.")
+@click.option("--role", default="clinician", show_default=True)
+@click.option("--workers", type=int, default=None, help="Screening processes / Ray actors (default: cores).")
+@click.option("--batch-id", default=None, help="Resume this batch (default: derived from the arguments).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def batch(fhir_base: str, task: str, cohort: str, engine: str, backend: str, since: str | None,
+          type_filters: tuple[str, ...], out: Path | None, write: bool, auth: str, source: str, role: str,
+          workers: int | None, batch_id: str | None, progress: bool) -> None:
+    """Screen a cohort; one draft per patient with findings; resumable (docs/batch.md)."""
+    from app.batch import BatchOptions, run_batch
+
+    opts = BatchOptions(fhir_base=fhir_base, cohort=cohort, task=task, engine=engine, backend=backend,
+                        since=since, type_filters=type_filters, out=out, write=write, auth=auth, role=role,
+                        source=source, workers=workers, batch_id=batch_id, progress=progress)
+    try:
+        summary = run_batch(opts, echo=lambda msg: click.echo(msg, err=True))
+    except AppError as exc:
+        _fail(exc)
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    sys.exit(1 if summary["batch"]["problems"] else 0)
 
 
 @main.group()

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     llm_fallback: str = Field(
         default="", description="Comma list: the backends tried in order, e.g. anthropic,openai,offline.")
     llm_hybrid: bool = Field(default=False, description="Offline engine first; the model reads only its candidates.")
+    anthropic_batch_allowed: bool = Field(
+        default=False, description="Allow Message Batches for `batch --backend anthropic` (not zero data retention).")
     llm_breaker_failures: int = Field(default=5, ge=1, le=1000)
     llm_breaker_window_s: float = Field(default=300.0, gt=0)
     llm_breaker_cooldown_s: float = Field(default=60.0, gt=0)

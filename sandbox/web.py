@@ -74,6 +74,9 @@ def create_web_app(sb: Sandbox) -> Flask:
     app = Flask("sandbox")
     auth = sb.auth
     app.register_blueprint(sb.proxy.blueprint())
+    from sandbox.bulk import bulk_blueprint  # $export (Bulk Data v2) over sekmet
+
+    app.register_blueprint(bulk_blueprint(sb))
 
     @app.get("/fhir/.well-known/smart-configuration")
     def smart_configuration() -> Response:

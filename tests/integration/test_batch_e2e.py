@@ -1,0 +1,160 @@
+"""The batch end to end on the sandbox: Bulk Data $export (Group), paged search, and a re-run.
+
+One sandbox for the module (sekmet + authorization server + the $export layer), a backend client
+with its own key, SMART Backend Services tokens that expire every few seconds (so the export has
+to re-authorise), the real pipeline in-process with the local engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import requests
+
+from app.batch import BatchOptions
+from app.batch.pipeline import Connection, run_batch
+from app.config import load_settings
+from app.services import Services
+from app.smart.backend import ClientKey
+
+pytestmark = pytest.mark.integration
+CLIENT = "batch-backend"
+COHORT = ["pat-onc-01", "pat-onc-02", "pat-onc-03", "pat-onc-05", "pat-gen-01"]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    from sandbox import Sandbox
+    from sandbox.bulk import put_group
+
+    root = tmp_path_factory.mktemp("batch-sb")
+    key = ClientKey.generate("ES384")
+    (root / "key.pem").write_bytes(key.pem())
+    sb = Sandbox(data_dir=root / "sb", token_lifetime=20,
+                 clients=[{"client_id": CLIENT, "type": "backend", "jwks": key.public_jwks(),
+                           "scopes": "system/*.rs system/DocumentReference.cu system/Provenance.c "
+                                     "system/Device.cru"}])
+    sb.start()
+    put_group(sb, "ici-cohort", COHORT)
+    sb.key_path = root / "key.pem"
+    yield sb
+    sb.stop()
+
+
+def services_for(sb, tmp_path) -> Services:
+    settings = load_settings(data_dir=tmp_path / "app", secret_key="batch-test-secret-" + "x" * 20,
+                             private_key_path=sb.key_path, backend_client_id=CLIENT, server_profile="sekmet",
+                             backend_scopes="system/Patient.rs system/Condition.rs system/DocumentReference.rs "
+                                            "system/Binary.r system/Group.r system/DocumentReference.cu "
+                                            "system/Provenance.c system/Device.cru")
+    return Services(settings)
+
+
+def connect(services, sb):
+    from app.draft_cli import connect as draft_connect
+
+    return Connection(*draft_connect(services, sb.fhir_base, "backend"))
+
+
+def drafts_on_server(sb) -> list[dict]:
+    bundle = requests.get(f"{sb.sekmet_base}/DocumentReference", timeout=30,
+                          params={"identifier": "", "_count": "500"},
+                          headers={"Accept": "application/fhir+json"}).json()
+    docs = [e["resource"] for e in bundle.get("entry") or []]
+    return [d for d in docs if any("run" in (i.get("system") or "") for i in d.get("identifier") or [])]
+
+
+def test_group_export_screens_writes_once_and_resumes(sandbox, tmp_path):
+    sandbox.bulk.faults.min_polls = 2  # the client sees 202 + X-Progress before the manifest
+    services = services_for(sandbox, tmp_path)
+    conn = connect(services, sandbox)
+    opts = BatchOptions(fhir_base=sandbox.fhir_base, cohort="Group/ici-cohort", engine="local", workers=0,
+                        out=tmp_path / "report", progress=False)
+    sleeps: list[float] = []
+    summary = run_batch(opts, services=services, connection=conn, sleep=sleeps.append)
+    info, totals = summary["batch"], summary["totals"]
+    assert info["source"] == "bulk" and info["problems"] == {}
+    assert totals["patients"] == len(COHORT) and info["screened_this_run"] == len(COHORT)
+    assert info["export_progress_seen"] >= 1 and sleeps and max(sleeps) <= 300
+    assert sandbox.bulk.deleted, "the job is deleted when done"
+    assert totals["with_findings"] >= 2 and totals["organ_grade"]
+    written = totals["draft_states"].get("written", 0)
+    assert written == totals["with_findings"]
+    # the report names no patient
+    report = (tmp_path / "report" / "report.json").read_text() + (tmp_path / "report" / "report.csv").read_text()
+    report += (tmp_path / "report" / "report.html").read_text()
+    for pid in COHORT:
+        assert pid not in report
+    assert "organ" in (tmp_path / "report" / "report.html").read_text()
+    outbox = services.outbox.all()
+    assert len(outbox) == written and all(i["state"] == "sent" for i in outbox)
+
+    # the same command again: nothing screened twice, nothing written twice, no new export
+    kickoffs = sandbox.bulk.kickoffs
+    again = run_batch(opts, services=services, connection=conn, sleep=sleeps.append)
+    assert again["batch"]["screened_this_run"] == 0
+    assert again["totals"]["screens_total"] == len(COHORT) and again["totals"]["writes_total"] == written
+    assert sandbox.bulk.kickoffs == kickoffs
+    assert len(services.outbox.all()) == written
+
+
+def test_bulk_faults_storm_5xx_and_expired_files(sandbox, tmp_path):
+    faults = sandbox.bulk.faults
+    faults.kickoff_429, faults.poll_5xx, faults.expire_jobs, faults.file_5xx = 3, 2, 1, 1
+    services = services_for(sandbox, tmp_path)
+    conn = connect(services, sandbox)
+    kickoffs = sandbox.bulk.kickoffs
+    opts = BatchOptions(fhir_base=sandbox.fhir_base, cohort="Group/ici-cohort", engine="local", workers=0,
+                        write=False, progress=False, out=tmp_path / "r")
+    sleeps: list[float] = []
+    summary = run_batch(opts, services=services, connection=conn, sleep=sleeps.append)
+    assert summary["totals"]["patients"] == len(COHORT)
+    assert sandbox.bulk.kickoffs == kickoffs + 2  # the expired job's files forced a second export
+    assert (faults.kickoff_429, faults.poll_5xx, faults.expire_jobs, faults.file_5xx) == (0, 0, 0, 0)
+    assert summary["totals"]["draft_states"] == {"no_findings": summary["totals"]["patients"]
+                                                 - summary["totals"]["with_findings"],
+                                                 "not_written:no_write": summary["totals"]["with_findings"]}
+    assert not services.outbox.all()
+
+
+def test_fatal_issue_in_error_file_fails_after_reading_everything(sandbox, tmp_path):
+    from app.batch.bulk import BulkJobFailed
+
+    sandbox.bulk.faults.fatal_error_file = 1
+    services = services_for(sandbox, tmp_path)
+    opts = BatchOptions(fhir_base=sandbox.fhir_base, cohort="Group/ici-cohort", workers=0, write=False,
+                        progress=False)
+    with pytest.raises(BulkJobFailed) as err:
+        run_batch(opts, services=services, connection=connect(services, sandbox), sleep=lambda s: None)
+    assert err.value.code == "bulk_error_issues"
+    assert sandbox.bulk.deleted  # the job was still deleted
+
+
+def test_paged_search_cohort_from_a_condition_search_and_a_file(sandbox, tmp_path):
+    services = services_for(sandbox, tmp_path)
+    conn = connect(services, sandbox)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# cohort\nPatient/pat-onc-01\npat-onc-04\n\npat-onc-01\n")
+    opts = BatchOptions(fhir_base=sandbox.fhir_base, cohort=str(ids), engine="local", workers=2, write=False,
+                        progress=False, out=tmp_path / "r1")
+    summary = run_batch(opts, services=services, connection=conn)
+    assert summary["batch"]["source"] == "search" and summary["totals"]["patients"] == 2
+    cond = requests.get(f"{sandbox.sekmet_base}/Condition", params={"_count": "1"}, timeout=30,
+                        headers={"Accept": "application/fhir+json"}).json()["entry"][0]["resource"]
+    coding = cond["code"]["coding"][0]
+    search = f"Condition?code={coding['system']}|{coding['code']}"
+    opts = BatchOptions(fhir_base=sandbox.fhir_base, cohort=search, workers=0, write=False, progress=False,
+                        out=tmp_path / "r2")
+    summary = run_batch(opts, services=services, connection=conn)
+    assert summary["totals"]["patients"] >= 1 and summary["batch"]["problems"] == {}
+
+
+def test_export_needs_a_backend_token_and_the_files_need_it_too(sandbox):
+    resp = requests.get(f"{sandbox.fhir_base}/Group/ici-cohort/$export", headers={"Prefer": "respond-async"},
+                        timeout=30)
+    assert resp.status_code == 401
+    assert os.environ.get("APP_ANTHROPIC_BATCH_ALLOWED") in (None, "", "false")
+    body = json.loads(resp.text)
+    assert body["resourceType"] == "OperationOutcome"
