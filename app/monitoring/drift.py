@@ -97,9 +97,11 @@ def _shares(counter: Counter) -> dict[str, float]:
 
 
 def token_counts(texts: Iterable[str]) -> Counter:
+    """Document frequency of (hashed) tokens: each note counts a token once, so one very long
+    note cannot dominate the period's distribution."""
     c: Counter = Counter()
     for t in texts:
-        c.update(_hash_token(w) for w in _TOKEN.findall(t.lower()))
+        c.update({_hash_token(w) for w in _TOKEN.findall(t.lower())})
     return c
 
 
