@@ -323,3 +323,80 @@ def retry(force: bool, auth: str) -> None:
         _fail(exc)
     click.echo(json.dumps(results, indent=2))
     sys.exit(1 if any(r.get("state") in ("pending", "failed") for r in results) else 0)
+
+
+@main.group()
+def drift() -> None:
+    """Drift monitoring: snapshot a period's notes and runs, check periods against the baseline."""
+
+
+@drift.command(name="snapshot")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="FHIR bundles (bundles/*.json) or Bulk Data NDJSON of the period's notes.")
+@click.option("--period", required=True, help="Period name, e.g. 2026-W48 (sorts in time order).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Notes dated on or after.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Notes dated before.")
+@click.option("--baseline", is_flag=True, help="This period is the baseline: calibrate thresholds on it.")
+@click.option("--period-size", type=int, default=None, help="Notes per period, for calibration.")
+@click.option("--gold-f1", type=float, default=None, help="Gold-set F1 of the period (from `eval`).")
+@click.option("--role", default="clinician", show_default=True)
+@click.option("--embed/--no-embed", default=True, show_default=True, help="Embedding statistics.")
+def drift_snapshot(data: Path, period: str, since, until, baseline: bool, period_size: int | None,  # type: ignore[no-untyped-def]
+                   gold_f1: float | None, role: str, embed: bool) -> None:
+    """Aggregate one period (no text is kept) and store it sealed under APP_DATA_DIR/drift/."""
+    from app.config import load_settings
+    from app.monitoring import drift as d
+    from app.monitoring.drift_store import SnapshotStore, check_period, note_records
+
+    try:
+        settings = load_settings()
+        check_period(period)
+        embedder = None
+        if embed:
+            from app.retrieval.embeddings import Embedder
+
+            embedder = Embedder(settings.embedding_model)
+        notes = note_records(data, since=since.date() if since else None, until=until.date() if until else None,
+                             role=role, embedder=embedder)
+        snap = d.snapshot(period, notes, gold_f1=gold_f1, model=settings.llm_backend)
+        thresholds = None
+        if baseline:
+            size = period_size or max(10, len(notes) // 4)
+            thresholds = d.calibrate(notes, period_size=min(size, len(notes) - 2), baseline=snap)
+        store = SnapshotStore(settings.data_dir / "drift", settings.secret())
+        store.save(snap, baseline=baseline, thresholds=thresholds)
+    except AppError as exc:
+        _fail(exc)
+    click.echo(json.dumps({"period": period, "notes": snap.notes, "baseline": baseline,
+                           "calibrated_metrics": sorted(thresholds) if thresholds else []}, indent=2))
+
+
+@drift.command(name="check")
+@click.option("--z", type=float, default=2.0, show_default=True, help="Alert at this many s.d.")
+@click.option("--consecutive", type=int, default=2, show_default=True, help="...for this many periods in a row.")
+def drift_check(z: float, consecutive: int) -> None:
+    """Compare every stored period with the baseline; prints JSON; exit 1 when an alert is raised."""
+    from app.config import load_settings
+    from app.monitoring import drift as d
+    from app.monitoring.drift_store import SnapshotStore
+
+    try:
+        settings = load_settings()
+        stored = SnapshotStore(settings.data_dir / "drift", settings.secret()).load_all()
+        bases = [s for s in stored if s["baseline"]]
+        if not bases:
+            raise AppError("No baseline snapshot yet: run `drift snapshot --baseline` first.",
+                           code="drift_no_baseline", http_status=400)
+        base = bases[-1]
+        periods = [s["snapshot"] for s in stored if not s["baseline"]]
+        result = d.check(base["snapshot"], periods, base.get("thresholds") or {}, z=z, consecutive=consecutive,
+                         output_baseline=d.output_thresholds([b["snapshot"] for b in bases]))
+    except AppError as exc:
+        _fail(exc)
+    from app.monitoring.metrics import Metrics
+
+    metrics = Metrics()  # counts reach /metrics when PROMETHEUS_MULTIPROC_DIR is shared with the app
+    for alert in result["alerts"]:
+        metrics.record_drift_alert(alert["metric"])
+    click.echo(json.dumps(result, indent=2, sort_keys=True))
+    sys.exit(1 if result["alerts"] else 0)
