@@ -46,7 +46,7 @@ JITTER_S = 0.5
 RETRY_AFTER_MAX_S = 60
 DEFAULT_ATTEMPTS = 4
 
-__all__ = ["ANTHROPIC_RETRYABLE", "RETRYABLE", "Policy", "policy", "retry_safe"]
+__all__ = ["ANTHROPIC_RETRYABLE", "RETRYABLE", "Policy", "not_sent", "policy", "retry_safe"]
 
 T = TypeVar("T")
 
@@ -71,6 +71,18 @@ def retry_safe(method: str, headers: Mapping[str, str] | None = None, body: Any 
     return False
 
 
+def not_sent(exc: BaseException) -> bool:
+    """True when a ``requests`` call cannot have reached the server (connect timeout or refused)."""
+    import requests
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return type(reason).__name__ in ("NewConnectionError", "ConnectTimeoutError")
+    return False
+
+
 class _Resp:
     """What urllib3's ``Retry`` reads from a response: ``status`` and (case-insensitive) ``headers``."""
 
@@ -88,10 +100,10 @@ class Policy:
     def __init__(self, *, attempts: int = DEFAULT_ATTEMPTS, statuses: frozenset[int] = RETRYABLE,
                  backoff_factor: float = BACKOFF_FACTOR, backoff_max: float = BACKOFF_MAX_S,
                  jitter: float = JITTER_S, retry_after_max: int = RETRY_AFTER_MAX_S,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.attempts = max(1, attempts)
         self.statuses = statuses
-        self.sleep = sleep
+        self.sleep = sleep or (lambda s: time.sleep(s))  # looked up at call time (tests patch time.sleep)
         self.retry = Retry(total=self.attempts - 1, connect=self.attempts - 1, read=self.attempts - 1,
                            status=self.attempts - 1, other=0, redirect=0,
                            allowed_methods=None,  # decided by retry_safe per request, not by method
@@ -162,6 +174,6 @@ class Policy:
 
 
 def policy(*, attempts: int = DEFAULT_ATTEMPTS, anthropic: bool = False,
-           sleep: Callable[[float], None] = time.sleep) -> Policy:
+           sleep: Callable[[float], None] | None = None) -> Policy:
     """The app's policy; ``anthropic`` adds 529 overloaded to the retryable statuses."""
     return Policy(attempts=attempts, statuses=ANTHROPIC_RETRYABLE if anthropic else RETRYABLE, sleep=sleep)

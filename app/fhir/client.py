@@ -2,8 +2,12 @@
 
 https://hl7.org/fhir/R4/http.html
 
-- Retries only 408, 429, 500, 502, 503, 504 and connection errors, with
-  exponential backoff and jitter, honouring ``Retry-After``, in a bounded total time.
+- Retries follow the app's one policy (``app.retry``): 408, 429, 500, 502,
+  503, 504 and connection errors, exponential backoff with jitter,
+  ``Retry-After`` honoured up to a cap, all within ``total_timeout``; only for
+  idempotent methods, conditional creates (``If-None-Exist``) and transactions
+  whose every create is conditional. A plain POST is sent once; a connection
+  that failed before anything was sent is retried for any method.
 - On 401 the token provider is asked once to refresh, then the call is retried.
 - Searches follow the server's ``next`` links verbatim (a loop is detected).
 - The bearer token is only ever sent to URLs inside the FHIR base.
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import random
 import re
 import time
 from collections import Counter
@@ -29,10 +32,10 @@ import requests
 
 from app.errors import FatalUpstreamError, FhirError, TemporaryUpstreamError
 from app.fhir.validation import is_valid, validate_for_write
-from app.logging import event
+from app.retry import RETRYABLE, Policy, not_sent, retry_safe
 
 log = logging.getLogger(__name__)
-RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+__all__ = ["FHIR_JSON", "RETRYABLE", "FhirClient", "StaticToken", "TokenProvider"]
 FHIR_JSON = "application/fhir+json"
 _HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -94,6 +97,7 @@ class FhirClient:
         self.total_timeout = total_timeout
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.sleep: Callable[[float], None] = lambda s: time.sleep(s)  # looked up late: tests patch it
         self.on_request = on_request
         self._origin = urlparse(self.base_url)
         self.skipped: Counter[str] = Counter()  # resources skipped on read, by reason
@@ -134,44 +138,41 @@ class FhirClient:
     ) -> requests.Response:
         url = self.url_for(path_or_url)
         send_token = self.inside_base(url)
-        deadline = time.monotonic() + self.total_timeout
+        safe = retry_safe(method, headers, json_body)
         refreshed = False
-        attempt = 0
-        while True:
-            attempt += 1
-            hdrs = {"Accept": accept}
-            if json_body is not None:
-                hdrs["Content-Type"] = FHIR_JSON
-            hdrs.update(headers or {})
-            token = self.tokens.token() if send_token else None
-            if token:
-                hdrs["Authorization"] = f"Bearer {token}"
-            started = time.monotonic()
-            try:
-                resp = self.session.request(
-                    method, url, params=params, json=json_body, headers=hdrs, timeout=self.timeout,
-                    stream=stream,
-                )
-            except requests.RequestException as exc:
-                kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
-                if attempt < self.max_attempts and time.monotonic() < deadline:
-                    self._sleep(attempt, None, deadline)
-                    continue
-                raise TemporaryUpstreamError(
-                    f"The FHIR server did not answer ({kind}).", code=f"fhir_{kind}"
-                ) from None
-            elapsed = (time.monotonic() - started) * 1000
-            if self.on_request:
-                self.on_request(method, _path_only(url), resp.status_code, elapsed)
-            if resp.status_code == 401 and send_token and not refreshed and self.tokens.refresh():
-                refreshed = True
-                resp.close()
-                continue
-            if resp.status_code in RETRYABLE and attempt < self.max_attempts:
-                if time.monotonic() < deadline and self._sleep(attempt, resp, deadline):
+
+        def send() -> requests.Response:
+            nonlocal refreshed
+            while True:
+                hdrs = {"Accept": accept}
+                if json_body is not None:
+                    hdrs["Content-Type"] = FHIR_JSON
+                hdrs.update(headers or {})
+                token = self.tokens.token() if send_token else None
+                if token:
+                    hdrs["Authorization"] = f"Bearer {token}"
+                started = time.monotonic()
+                resp = self.session.request(method, url, params=params, json=json_body, headers=hdrs,
+                                            timeout=self.timeout, stream=stream)
+                if self.on_request:
+                    self.on_request(method, _path_only(url), resp.status_code, (time.monotonic() - started) * 1000)
+                if resp.status_code == 401 and send_token and not refreshed and self.tokens.refresh():
+                    refreshed = True
                     resp.close()
                     continue
-            return resp
+                return resp
+
+        policy = Policy(attempts=self.max_attempts, backoff_factor=self.backoff_s, jitter=self.backoff_s,
+                        sleep=self.sleep)
+        try:
+            return policy.run(send, status_of=lambda r: r.status_code, headers_of=lambda r: r.headers,
+                              safe=safe, is_connect_error=not_sent,
+                              is_transient_error=lambda e: isinstance(e, requests.RequestException),
+                              on_retry=lambda r: r.close(), deadline=time.monotonic() + self.total_timeout,
+                              what="fhir", method=method)
+        except requests.RequestException as exc:
+            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+            raise TemporaryUpstreamError(f"The FHIR server did not answer ({kind}).", code=f"fhir_{kind}") from None
 
     def fetch_limited(self, url: str, *, accept: str, max_bytes: int) -> tuple[bytes | None, str | None, str]:
         """GET ``url`` (inside the base only) reading at most ``max_bytes``.
@@ -203,19 +204,6 @@ class FhirClient:
             return None, "fetch_failed", ""
         finally:
             resp.close()
-
-    def _sleep(self, attempt: int, resp: requests.Response | None, deadline: float) -> bool:
-        delay = self.backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311 - jitter
-        if resp is not None:
-            ra = resp.headers.get("Retry-After")
-            if ra and ra.strip().isdigit():
-                delay = max(delay, float(ra.strip()))
-        if time.monotonic() + delay > deadline:
-            return False
-        event(log, "fhir.retry", attempt=attempt, retry_in_s=round(delay, 2),
-              http_status=resp.status_code if resp is not None else None)
-        time.sleep(delay)
-        return True
 
     def _check(self, resp: requests.Response, what: str, resource_type: str | None = None) -> None:
         if resp.status_code < 400:
@@ -294,6 +282,12 @@ class FhirClient:
             headers["If-None-Exist"] = if_none_exist
         resp = self.request("POST", rtype, json_body=resource, headers=headers)
         self._check(resp, f"create {rtype}", rtype)
+        if not resp.content:  # an empty 201 (some servers ignore Prefer): the id is in Location
+            ref = _from_location(resp.headers.get("Location") or resp.headers.get("Content-Location"), rtype)
+            if ref is None:
+                raise TemporaryUpstreamError(f"The FHIR server did not confirm the {rtype} it created.",
+                                             code="writeback_unconfirmed")
+            return ref
         return self._json(resp, f"create {rtype}")
 
     def update(self, resource: dict, *, if_match: str | None = None) -> dict:
@@ -317,6 +311,20 @@ class FhirClient:
         resp = self.request("GET", "metadata")
         self._check(resp, "describe itself", "CapabilityStatement")
         return self._json(resp, "metadata")
+
+
+def _from_location(location: str | None, rtype: str) -> dict | None:
+    """``{"resourceType", "id", "meta": {"versionId"}}`` from ``.../Type/id[/_history/v]``."""
+    parts = [p for p in (location or "").split("?")[0].split("/") if p]
+    if rtype not in parts:
+        return None
+    i = len(parts) - 1 - parts[::-1].index(rtype)
+    if i + 1 >= len(parts):
+        return None
+    out: dict = {"resourceType": rtype, "id": parts[i + 1]}
+    if len(parts) > i + 3 and parts[i + 2] == "_history":
+        out["meta"] = {"versionId": parts[i + 3]}
+    return out
 
 
 def _path_only(url: str) -> str:

@@ -22,6 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from app.errors import AuthError, TemporaryUpstreamError
+from app.retry import not_sent, policy
 from app.smart.discovery import SmartConfiguration
 from app.smart.scopes import Grants
 
@@ -75,9 +76,16 @@ def token_jti(access_token: str) -> str:
 
 def _post(session: requests.Session, url: str, data: dict[str, str], timeout: float,
           basic: tuple[str, str] | None = None) -> dict:
+    # the app's retry policy; an authorization code or refresh token is single use, so only a
+    # client_credentials request is repeated after an answer was lost (app/retry.py)
+    safe = data.get("grant_type") == "client_credentials"
     try:
-        resp = session.post(url, data=data, headers={"Accept": "application/json"}, timeout=timeout,
-                            auth=basic)
+        resp = policy().run(
+            lambda: session.post(url, data=data, headers={"Accept": "application/json"}, timeout=timeout,
+                                 auth=basic),
+            status_of=lambda r: r.status_code, headers_of=lambda r: r.headers, safe=safe,
+            is_connect_error=not_sent, is_transient_error=lambda e: isinstance(e, requests.RequestException),
+            deadline=time.monotonic() + 3 * timeout, what="token", method="POST")
     except requests.RequestException:
         raise TemporaryUpstreamError("The EHR's token endpoint is unreachable.", code="token_unreachable") from None
     if resp.status_code >= 500:

@@ -8,9 +8,14 @@ The outbox payload is the draft's ``DraftSpec`` and ``WriteContext`` (plus,
 for a held draft, the clinician's approval); the resources are built from it
 when sent, so a retry rebuilds exactly the same resources.
 
-- Transaction servers: one Bundle with ``urn:uuid`` references, conditional
-  create of the DocumentReference (run identifier) and the Device (model
-  identifier). Before sending, the server is asked whether the run is there.
+- Every create is conditional, so a retried request cannot duplicate: the
+  DocumentReference on its run identifier, the Device on its model
+  identifier, and the Provenance and AuditEvent (R4 gives them no
+  ``identifier``) on a ``meta.tag`` of ``WRITE_TAG_SYSTEM`` coded
+  ``<run id>:<step>`` (``ifNoneExist: _tag=...``). The retry policy
+  (``app.retry``) retries only such requests.
+- Transaction servers: one Bundle with ``urn:uuid`` references, every entry
+  a conditional create. Before sending, the server is asked whether the run is there.
 - Servers without transactions (Epic; generic servers without the system
   ``transaction`` interaction): a sequence, each step search-before-create and
   its result kept in the outbox before the next step: DocumentReference
@@ -39,8 +44,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.errors import AppError, FhirError, TemporaryUpstreamError
-from app.fhir.client import RETRYABLE, FhirClient
+from app.errors import AppError, TemporaryUpstreamError
+from app.fhir.client import FhirClient
 from app.fhir.validation import validate_for_write
 from app.fhir.vendors import ServerProfile
 from app.logging import event
@@ -62,11 +67,21 @@ from app.writeback.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Submitter", "WriteContext", "build_transaction", "edit_held", "find_written", "outbox_payload",
-           "release_held", "retry_due", "spec_from_json", "spec_to_json", "submit"]
+__all__ = ["WRITE_TAG_SYSTEM", "Submitter", "WriteContext", "build_transaction", "edit_held", "find_written",
+           "outbox_payload", "release_held", "retry_due", "spec_from_json", "spec_to_json", "submit"]
 
 Hook = Callable[[str], None]
 KEYS = ("document_reference", "device", "provenance", "verification", "audit_event")
+WRITE_TAG_SYSTEM = "urn:smart-draft-agent:write-step"  # code "<run id>:<step>": the key of a conditional create
+
+
+def write_tag(resource: dict, run_id: str, step: str) -> str:
+    """Tag ``resource`` with its write step; returns the ``ifNoneExist`` query that finds it."""
+    code = f"{run_id}:{step}"
+    tags = resource.setdefault("meta", {}).setdefault("tag", [])
+    if not any(t.get("system") == WRITE_TAG_SYSTEM for t in tags):
+        tags.append({"system": WRITE_TAG_SYSTEM, "code": code})
+    return f"_tag={WRITE_TAG_SYSTEM}|{code}"
 
 
 @dataclass(frozen=True)
@@ -127,7 +142,9 @@ def build_transaction(spec: DraftSpec, ctx: WriteContext, fhir_base: str) -> dic
         {"fullUrl": dev_urn, "resource": device,
          "request": {"method": "POST", "url": "Device",
                      "ifNoneExist": f"identifier={DEVICE_IDENTIFIER_SYSTEM}|{dev_key}"}},
-        {"fullUrl": prov_urn, "resource": prov, "request": {"method": "POST", "url": "Provenance"}},
+        {"fullUrl": prov_urn, "resource": prov,
+         "request": {"method": "POST", "url": "Provenance",
+                     "ifNoneExist": write_tag(prov, spec.run_id, "provenance")}},
     ]
     if ctx.audit_on_server:
         audit = _dump(create_audit_event(
@@ -135,7 +152,8 @@ def build_transaction(spec: DraftSpec, ctx: WriteContext, fhir_base: str) -> dic
             user_reference=ctx.user_reference, client_id=ctx.client_id, token_jti=ctx.token_jti,
             entity_references=[doc_urn], patient_id=spec.patient_id, destination=fhir_base))
         entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": audit,
-                        "request": {"method": "POST", "url": "AuditEvent"}})
+                        "request": {"method": "POST", "url": "AuditEvent",
+                                    "ifNoneExist": write_tag(audit, spec.run_id, "audit_event")}})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -282,7 +300,7 @@ class Submitter:
         yield "device", lambda w: self._device(spec)
         yield "provenance", lambda w: self._provenance(spec, w)
         if approval:
-            yield "verification", lambda w: self._verification(approval, w)
+            yield "verification", lambda w: self._verification(approval, w, spec.run_id)
         if ctx.audit_on_server and self.profile.audit_event_create:
             yield "audit_event", lambda w: self._audit_event(spec, ctx, w)
 
@@ -293,30 +311,16 @@ class Submitter:
                 return res
         return None
 
-    def _create(self, resource: dict) -> str:
-        """POST with ``Prefer: return=representation``; an empty 201 is read from ``Location``."""
+    def _create(self, resource: dict, if_none_exist: str) -> str:
+        """Conditional create (``If-None-Exist``; safe to retry) through the client, so it is audited.
+
+        An empty 201 is read from ``Location`` by the client."""
         validate_for_write(resource)
-        rtype = resource["resourceType"]
-        resp = self.client.request("POST", rtype, json_body=resource,
-                                   headers={"Prefer": "return=representation"})
-        if resp.status_code >= 400:
-            if resp.status_code in RETRYABLE:
-                raise TemporaryUpstreamError(f"The FHIR server is temporarily unable to create "
-                                             f"{rtype} (HTTP {resp.status_code}).", code="fhir_temporary")
-            raise FhirError(f"The FHIR server refused to create {rtype}", status=resp.status_code,
-                            resource_type=rtype)
-        body = None
-        try:
-            body = resp.json() if resp.content else None
-        except ValueError:
-            body = None
-        body = body if isinstance(body, dict) and body.get("resourceType") == rtype else None
-        ref, _ = _ref_from(body, resp.headers.get("Location") or resp.headers.get("Content-Location"),
-                           (rtype,))
-        if not ref:
+        created = self.client.create(resource, if_none_exist=if_none_exist)
+        if not created.get("id"):
             raise TemporaryUpstreamError("The server did not confirm the write; it stays queued.",
                                          code="writeback_unconfirmed")
-        return ref
+        return _versioned(created)
 
     def _document(self, spec: DraftSpec, approval: dict | None) -> str:
         found = self._search_one("DocumentReference",
@@ -326,15 +330,15 @@ class Submitter:
         doc = _dump(create_document_reference(spec, doc_status="final" if approval else "preliminary"))
         if approval:
             doc["authenticator"] = {"reference": approval["reviewer"]}
-        return self._create(doc)
+        return self._create(doc, f"identifier={IDENTIFIER_SYSTEM}|{spec.run_id}")
 
     def _device(self, spec: DraftSpec) -> str:
         key = device_identifier(spec.model_id, spec.agent_version)
         found = self._search_one("Device", {"identifier": f"{DEVICE_IDENTIFIER_SYSTEM}|{key}"})
         if found is not None:
             return f"Device/{found['id']}"
-        return self._create(_dump(create_ai_device(model_id=spec.model_id,
-                                                   agent_version=spec.agent_version)))
+        device = _dump(create_ai_device(model_id=spec.model_id, agent_version=spec.agent_version))
+        return self._create(device, f"identifier={DEVICE_IDENTIFIER_SYSTEM}|{key}")
 
     @staticmethod
     def _unversioned(ref: str) -> str:
@@ -345,35 +349,38 @@ class Submitter:
         found = self._search_one("Provenance", {"target": doc}, lambda p: not _is_review(p))
         if found is not None:
             return f"Provenance/{found['id']}"
-        return self._unversioned(self._create(_dump(create_provenance(
+        prov = _dump(create_provenance(
             target_reference=written["document_reference"], recorded=spec.created,
             device_reference=self._unversioned(written["device"]),
             enterer_reference=spec.author_reference,
             transmitter_reference=self._unversioned(written["device"]), sources=spec.sources,
-            prompt_version=spec.prompt_version, patient_id=spec.patient_id))))
+            prompt_version=spec.prompt_version, patient_id=spec.patient_id))
+        return self._unversioned(self._create(prov, write_tag(prov, spec.run_id, "provenance")))
 
-    def _verification(self, approval: dict, written: dict) -> str:
+    def _verification(self, approval: dict, written: dict, run_id: str) -> str:
         doc = self._unversioned(written["document_reference"])
         found = self._search_one("Provenance", {"target": doc, "_tag": f"{REVIEW_TAG_SYSTEM}|approved"},
                                  _is_review)
         if found is not None:
             return f"Provenance/{found['id']}"
-        return self._unversioned(self._create(_dump(create_verification_provenance(
+        prov = _dump(create_verification_provenance(
             target_reference=written["document_reference"],
             recorded=datetime.fromisoformat(approval["at"]),
             verifier_reference=approval["reviewer"],
-            device_reference=self._unversioned(written["device"])))))
+            device_reference=self._unversioned(written["device"])))
+        return self._unversioned(self._create(prov, write_tag(prov, run_id, "verification")))
 
     def _audit_event(self, spec: DraftSpec, ctx: WriteContext, written: dict) -> str:
         doc = self._unversioned(written["document_reference"])
         found = self._search_one("AuditEvent", {"entity": doc, "action": "C"})
         if found is not None:
             return f"AuditEvent/{found['id']}"
-        return self._unversioned(self._create(_dump(create_audit_event(
+        audit = _dump(create_audit_event(
             action="C", subtype="create", outcome="0", recorded=spec.created,
             user_reference=ctx.user_reference, client_id=ctx.client_id, token_jti=ctx.token_jti,
             entity_references=[written["document_reference"]], patient_id=spec.patient_id,
-            destination=self.client.base_url))))
+            destination=self.client.base_url))
+        return self._unversioned(self._create(audit, write_tag(audit, spec.run_id, "audit_event")))
 
 
 def submit(client: FhirClient, outbox: Outbox, profile: ServerProfile, run_id: str, *,
