@@ -158,3 +158,73 @@ def test_export_needs_a_backend_token_and_the_files_need_it_too(sandbox):
     assert os.environ.get("APP_ANTHROPIC_BATCH_ALLOWED") in (None, "", "false")
     body = json.loads(resp.text)
     assert body["resourceType"] == "OperationOutcome"
+
+
+def all_patients(sb) -> list[str]:
+    bundle = requests.get(f"{sb.sekmet_base}/Patient", params={"_count": "500"}, timeout=30,
+                          headers={"Accept": "application/fhir+json"}).json()
+    return sorted(e["resource"]["id"] for e in bundle["entry"])
+
+
+def test_killed_half_way_then_rerun_screens_each_patient_once_and_writes_each_draft_once(sandbox, tmp_path):
+    """A real SIGKILL of `python -m app batch` during the screen phase, then the same command again."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from sandbox.bulk import put_group
+
+    patients = all_patients(sandbox)
+    put_group(sandbox, "everyone", patients)
+    env = dict(os.environ, APP_PRIVATE_KEY_PATH=str(sandbox.key_path), APP_BACKEND_CLIENT_ID=CLIENT,
+               APP_SECRET_KEY="batch-kill-secret-" + "y" * 20, APP_DATA_DIR=str(tmp_path / "data"),
+               APP_SERVER_PROFILE="sekmet", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "app", "batch", "--fhir-base", sandbox.fhir_base, "--cohort", "Group/everyone",
+           "--workers", "0", "--no-progress", "--out", str(tmp_path / "report")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S603
+    db = tmp_path / "data" / "batch" / "checkpoints.sqlite"
+    done = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+                    done = con.execute("SELECT COUNT(*) FROM patient").fetchone()[0]
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 3:
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, f"the batch ended before it could be killed ({done} patients)"
+    assert 3 <= done < len(patients)
+
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # noqa: S603
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout)
+    totals = summary["totals"]
+    assert totals["patients"] == len(patients)
+    assert summary["batch"]["skipped_already_screened"] >= 3
+    with sqlite3.connect(db) as con:
+        screens = [r[0] for r in con.execute("SELECT screens FROM patient")]
+        writes = [r[0] for r in con.execute("SELECT writes FROM patient")]
+    assert screens == [1] * len(patients)  # each patient screened once
+    assert max(writes) == 1 and sum(writes) == totals["with_findings"] > 0
+    # on the server: one draft per patient with findings, however the kill fell
+    bundle = requests.get(f"{sandbox.sekmet_base}/DocumentReference", timeout=30,
+                          params={"identifier": "urn:smart-draft-agent:draft-run|", "_count": "1000"},
+                          headers={"Accept": "application/fhir+json"}).json()
+    run_ids = [i["value"] for e in bundle.get("entry") or [] for i in e["resource"].get("identifier") or []
+               if i.get("system") == "urn:smart-draft-agent:draft-run"]
+    mine = [r for r in run_ids if r in set(_batch_run_ids(db))]  # run ids: HMACs of batch and patient
+    assert len(mine) == len(set(mine)) == totals["with_findings"]
+
+
+def _batch_run_ids(db) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        return [r[0] for r in con.execute("SELECT run_id FROM patient WHERE writes > 0")]
