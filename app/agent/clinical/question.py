@@ -431,7 +431,23 @@ def _list_block(note: Note, anchor: Line) -> list[Line]:
     return out
 
 
+def _may_hold(note: Note, parsed: ParsedQuestion, patterns: tuple[re.Pattern[str], ...] = ()) -> bool:
+    """A cheap test on whole chunks before a note is split into lines (large charts)."""
+    need = parsed.needed()
+    for chunk in note.chunks:
+        if parsed.groups and parsed.coverage(chunk.text) < need:
+            continue
+        if patterns and not any(p.search(chunk.text) for p in patterns):
+            continue
+        return True
+    return False
+
+
 def _topic_lines(note: Note, topic: Topic, parsed: ParsedQuestion, where: str) -> list[Line]:
+    if where != "section" and not _may_hold(note, parsed, topic.lines if where == "anywhere" else topic.fallback):
+        return []
+    if where == "section" and parsed.groups and not _may_hold(note, parsed):
+        return []
     if where == "section":
         lines = note.section_lines(topic.sections)
         if topic.lines:
@@ -490,8 +506,9 @@ def answer(tools: Tools, question: str) -> BackendResult:
             if where == "fallback" and (not topic.fallback or has_section):
                 continue
             for note in order:
-                if where == "section" and note.section_lines(topic.sections):
-                    has_section = True
+                if where == "section" and not has_section:
+                    has_section = any(section_category(c.section) in topic.sections for c in note.chunks) \
+                        or bool(note.section_lines(topic.sections))
                 lines = _topic_lines(note, topic, parsed, where)
                 if lines:
                     return _result(note, lines, parsed, label)
@@ -520,6 +537,8 @@ def _free_text(tools: Tools, notes: NoteSet, order: list[Note], parsed: ParsedQu
         return _not_found()
     need = parsed.needed()
     for note in order:
+        if not _may_hold(note, parsed):
+            continue
         lines = [ln for ln in note.lines() if not ln.header and ln.category not in ("family", "education")
                  and parsed.coverage(ln.text) >= need]
         if lines:

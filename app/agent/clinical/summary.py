@@ -11,7 +11,8 @@ walks the notes newest first, filling these slots and stopping each one when it 
 - **Recent assessments**: non-routine lines of Assessment sections of the last 12 months.
 - **Current medications** and **allergies**: the newest note that lists them.
 - **Latest vital signs** (the newest note that records them; "none recorded" does not count)
-  and **labs** (a labs section, a lab list, or lab values named with a number).
+  and **labs** (a labs section, a lab list, or lab values named with a number): the newest
+  note naming each distinct test, up to ``limits.labs`` tests.
 - **Recent encounters**: the newest notes with their reason and assessment.
 - **Hospitalisations and key events**: admissions, emergency visits, surgery, discharge
   within the 12 months before the newest note (the chart's own clock, not the wall clock).
@@ -136,18 +137,19 @@ def _usable(ln: Line) -> bool:
 
 
 def _labs(note: Note) -> list[Line]:
+    """The lab tests a note names: its labs section, a list introduced as labs, or lab values."""
     lines = [ln for ln in note.section_lines(("labs",)) if _usable(ln)]
     if lines:
         return lines
+    out: list[Line] = []
     for ln in note.lines():
-        if ln.category in ("family", "education") or ln.header:
+        if ln.category in _NOT_LABS or ln.header:
             continue
         if any(p.search(ln.text) for p in _patterns("labs_intro")):
-            block = _list_block(note, ln)
-            if len(block) > 1:
-                return block
-    return [ln for ln in note.lines() if ln.category not in _NOT_LABS and not ln.header
-            and any(p.search(ln.text) for p in _patterns("lab_value"))]
+            out += _list_block(note, ln)[1:]
+        elif any(p.search(ln.text) for p in _patterns("lab_value")):
+            out.append(ln)
+    return [ln for ln in out if _usable(ln)]
 
 
 def _window_start(notes: NoteSet) -> datetime | None:
@@ -182,7 +184,8 @@ def summarize(tools: Tools) -> BackendResult:
     meds: ProposedSentence | None = None
     allergies: ProposedSentence | None = None
     vitals: ProposedSentence | None = None
-    labs: ProposedSentence | None = None
+    labs: list[ProposedSentence] = []
+    seen_labs: set[str] = set()
     assessments: list[ProposedSentence] = []
     encounters: list[ProposedSentence] = []
     events: list[ProposedSentence] = []
@@ -190,7 +193,7 @@ def summarize(tools: Tools) -> BackendResult:
     seen_events: set[str] = set()
     for note in notes.newest_first():
         recent = _in_window(note, window)
-        done_lists = meds and allergies and vitals and labs
+        done_lists = meds and allergies and vitals and len(seen_labs) >= _limit("labs")
         done_recent = (not recent or (len(assessments) >= _limit("assessments")
                                       and len(events) >= _limit("events")))
         if done_lists and done_recent and (len(encounters) >= _limit("encounters") or not recent):
@@ -208,10 +211,16 @@ def summarize(tools: Tools) -> BackendResult:
             lines = [ln for ln in note.section_lines(("vitals",)) if _usable(ln)]
             if lines:
                 vitals = _sentence(prefix, lines, "Latest vital signs")
-        if labs is None:
-            lines = _labs(note)
-            if lines:
-                labs = _sentence(prefix, lines, "Latest labs mentioned")
+        if len(seen_labs) < _limit("labs"):
+            # the newest note naming each test ("lipid panel" may be older than the last CBC)
+            fresh = []
+            for ln in _labs(note):
+                key = normalise(ln.clean)
+                if key not in seen_labs and len(seen_labs) < _limit("labs"):
+                    seen_labs.add(key)
+                    fresh.append(ln)
+            if fresh:
+                labs.append(_sentence(prefix, fresh, "Labs"))
         assess = [ln for ln in note.section_lines(("assessment",)) if _usable(ln)]
         if len(encounters) < _limit("encounters") and (recent or not encounters):
             reason = [ln for ln in note.section_lines(("reason",)) if _usable(ln)][:4]
@@ -250,7 +259,7 @@ def summarize(tools: Tools) -> BackendResult:
                 if len(events) >= _limit("events"):
                     break
     out = list(problems) + assessments
-    out += [s for s in (meds, allergies, vitals, labs) if s is not None]
+    out += [s for s in (meds, allergies, vitals) if s is not None] + labs
     out += encounters + events
     notes_out = [f"{len(notes)} permitted notes; newest first; last 12 months counted from the newest note."]
     if not out:
