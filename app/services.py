@@ -163,7 +163,7 @@ class DraftingService:
         try:
             written = submit(client, self.s.outbox, profile, draft.run_id)
         except AppError as exc:
-            self._audit(actor, "C", "create", "8", [], chart.patient_id, client.base_url)
+            self._audit(actor, "C", "create", "8", [], chart.patient_id, client.base_url, client)
             event(log, "writeback.queued", run_id=draft.run_id, error_code=exc.code)
             return {"state": "queued", "written": None,
                     "reason": f"The EHR did not accept the draft yet ({exc.code}); it is kept in the "
@@ -173,11 +173,14 @@ class DraftingService:
                     "reason": "This EHR accepts only signed notes: the draft is kept in this app "
                               "until a clinician approves it, then written as final."}
         refs = [w for w in written.values() if w]
-        self._audit(actor, "C", "create", "0", refs, chart.patient_id, client.base_url)
+        self._audit(actor, "C", "create", "0", refs, chart.patient_id, client.base_url, client)
         return {"state": "written", "written": written, "reason": None}
 
     def _audit(self, actor: Actor, action: str, subtype: str, outcome: str, refs: list[str],
-               patient_id: str | None, destination: str) -> None:
+               patient_id: str | None, destination: str, client: FhirClient | None = None) -> None:
+        """Only for a client that does not audit itself: an AuditedFhirClient recorded each write once."""
+        if getattr(client, "trail", None) is not None:
+            return
         self.s.audit.record(action=action, subtype=subtype, outcome=outcome,
                             user_reference=actor.user_reference, client_id=actor.client_id,
                             token_jti=actor.token_jti, entity_references=refs,

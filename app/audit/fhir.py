@@ -7,6 +7,12 @@ values that could be free text), creates C, updates U, transactions E with
 subtype transaction. Failures are recorded too (outcome 4 for a refusal, 8 for
 a server failure) and the error re-raised. The audit record never holds a
 response body, a token (only its ``jti``) or note text.
+
+This is the one audit layer of FHIR interactions: each interaction is recorded
+exactly once, in a ``finally`` — a search the caller stops early (the
+generator is closed), a failure, or any other exception included. Services add
+only what the client cannot know (the model call; docs/operations.md lists how
+many AuditEvents each user action makes).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.audit.trail import AuditTrail
-from app.errors import FatalUpstreamError, UpstreamError
+from app.errors import AppError, FatalUpstreamError, UpstreamError
 from app.fhir.client import FhirClient
 
 __all__ = ["AuditedFhirClient"]
@@ -58,14 +64,23 @@ class AuditedFhirClient(FhirClient):
 
     def _audited(self, action: str, subtype: str, refs: list[str], call: Callable[[], dict],
                  patient: str | None = None) -> dict:
+        outcome, out = "8", None
         try:
             out = call()
+            outcome = "0"
+            return out
         except UpstreamError as exc:
-            self._record(action, subtype, _outcome(exc), refs, patient)
+            outcome = _outcome(exc)
             raise
-        written = [f"{out['resourceType']}/{out['id']}"] if out.get("id") and not refs else refs
-        self._record(action, subtype, "0", written, patient or _patient_of(out))
-        return out
+        except AppError:  # refused before it was sent (invalid resource, session ended)
+            outcome = "4"
+            raise
+        finally:
+            if out is not None:
+                written = [f"{out['resourceType']}/{out['id']}"] if out.get("id") and not refs else refs
+                self._record(action, subtype, outcome, written, patient or _patient_of(out))
+            else:
+                self._record(action, subtype, outcome, refs, patient)
 
     def read(self, resource_type: str, rid: str, *, no_cache: bool = False) -> dict:
         return self._audited("R", "read", [f"{resource_type}/{rid}"],
@@ -82,13 +97,22 @@ class AuditedFhirClient(FhirClient):
         names = "&".join(sorted(params))
         query = f"{resource_type}?{names}" if names else resource_type
         patient = next((str(params[p]).split("/")[-1] for p in _PATIENT_PARAMS if p in params), None)
+        outcome = "8"
         try:
             yield from super().search(resource_type, params, max_pages=max_pages, no_cache=no_cache,
                                       validate=validate)
-        except UpstreamError as exc:
-            self._record("E", "search-type", _outcome(exc), [], patient, query)
+            outcome = "0"
+        except GeneratorExit:  # the caller stopped early (found what it wanted): a successful query
+            outcome = "0"
             raise
-        self._record("E", "search-type", "0", [], patient, query)
+        except UpstreamError as exc:
+            outcome = _outcome(exc)
+            raise
+        except AppError:
+            outcome = "4"
+            raise
+        finally:
+            self._record("E", "search-type", outcome, [], patient, query)
 
     def create(self, resource: dict, *, if_none_exist: str | None = None) -> dict:
         return self._audited("C", "create", [], lambda: super(AuditedFhirClient, self).create(
@@ -101,11 +125,19 @@ class AuditedFhirClient(FhirClient):
 
     def transaction(self, bundle: dict) -> dict:
         patient = next((p for e in bundle.get("entry") or [] if (p := _patient_of(e.get("resource")))), None)
+        outcome: str | None = "8"
         try:
             out = super().transaction(bundle)
+            outcome = None  # recorded below, with the ids written
         except UpstreamError as exc:
-            self._record("E", "transaction", _outcome(exc), [], patient)
+            outcome = _outcome(exc)
             raise
+        except AppError:
+            outcome = "4"
+            raise
+        finally:
+            if outcome is not None:
+                self._record("E", "transaction", outcome, [], patient)
         refs = []
         for entry in out.get("entry") or []:
             location = ((entry.get("response") or {}).get("location") or "").split("?")[0]

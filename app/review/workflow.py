@@ -131,6 +131,8 @@ class ReviewService:
 
     def _audit(self, action: str, subtype: str, outcome: str, refs: list[str],
                patient: str | None) -> None:
+        if getattr(self.client, "trail", None) is not None:
+            return  # an AuditedFhirClient already recorded this interaction, once (app.audit.fhir)
         self.audit.record(action=action, subtype=subtype, outcome=outcome, user_reference=self.reviewer,
                           client_id=self.client_id, token_jti=self.jti, entity_references=refs,
                           patient_id=patient, destination=self.client.base_url)

@@ -12,8 +12,8 @@ import secrets
 import requests
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
+from app.audit.fhir import AuditedFhirClient
 from app.errors import AuthError, LaunchError
-from app.fhir.client import FhirClient
 from app.logging import event, opaque
 from app.smart import launch as smart_launch
 from app.smart.discovery import discover
@@ -88,8 +88,10 @@ def callback():  # type: ignore[no-untyped-def]
     session["sid"] = sid
     session.permanent = True
     user_ref = practitioner_reference(tokens.fhir_user)
-    client = FhirClient(pending.iss, SessionTokens(s.sessions, sid, config, settings.client_id, http,
-                                                     s.client_auth))
+    client = AuditedFhirClient(pending.iss, SessionTokens(s.sessions, sid, config, settings.client_id, http,
+                                                            s.client_auth),
+                               trail=s.audit, client_id=settings.client_id,
+                               user_reference=user_ref, patient_id=tokens.patient)
     role = resolve_role(client, user_ref)
     web_state().put(LaunchState(
         sid=sid, fhir_base=pending.iss, config=config, patient_id=tokens.patient,
