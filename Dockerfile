@@ -9,12 +9,13 @@ RUN useradd --create-home --uid 10001 app \
  && mkdir -p /var/lib/smart-draft-agent && chown app /var/lib/smart-draft-agent
 WORKDIR /srv/app
 
-COPY pyproject.toml requirements.txt ./
+COPY pyproject.toml requirements.txt requirements-nodeps.txt ./
 COPY app ./app
 COPY sandbox ./sandbox
 # CPU torch pinned first so nothing pulls a CUDA build.
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
- && pip install --no-cache-dir -r requirements.txt
+ && pip install --no-cache-dir -r requirements.txt \
+ && pip install --no-cache-dir --no-deps -r requirements-nodeps.txt
 
 USER app
 EXPOSE 8000

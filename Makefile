@@ -9,13 +9,14 @@ SANDBOX_PORT ?= 9000
 
 .PHONY: install run demo test bench lint clean postgres
 
-$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt requirements-nodeps.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or make PY=python3)"; exit 2; }
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU build 2.13.0, never a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt  # medspacy: see the file
 	touch $(STAMP)
 
 # axe-core (npm) for the accessibility checks of the browser tests; skipped (and said) without npm.
