@@ -9,8 +9,6 @@ installed, else the older rules of ``app.agent.irae``.
 
 from __future__ import annotations
 
-import importlib.util
-
 from app.agent.backends import BackendResult, Tools
 from app.agent.clinical.summary import condition_variants
 from app.agent.guard import Limits
@@ -22,9 +20,11 @@ __all__ = ["MODEL_ID", "OfflineBackend", "condition_variants"]
 
 
 def _irae_screen(tools: Tools) -> BackendResult:
-    if importlib.util.find_spec("app.agent.clinical.irae") is not None:
+    try:
         from app.agent.clinical.irae import screen
-    else:
+    except ModuleNotFoundError as exc:
+        if exc.name != "app.agent.clinical.irae":
+            raise  # the engine is there but one of its dependencies is not: say so
         from app.agent.irae import screen
     return screen(tools)
 

@@ -99,6 +99,9 @@ def pipeline_category(category: str | None) -> str | None:
     if not category:
         return None
     name = category.lower()
+    exact = vocab("sections.yaml")["pipeline_exact"]
+    if name in exact:
+        return exact[name]
     for needle, cat in vocab("sections.yaml")["pipeline_categories"].items():
         if needle in name:
             return cat
@@ -405,8 +408,12 @@ def _items(line: Line, parsed: ParsedQuestion) -> list[tuple[str, str]]:
     text = line.clean
     if not parsed.groups:
         return [(text, line.quote())]
-    sep = ";" if ";" in text else ","
-    parts = [p.strip() for p in text.split(sep)] if len(text) > 80 and sep in text else [text]
+    if ";" in text:
+        parts = [p.strip() for p in text.split(";")]
+    elif "," in text and (len(text) > 80 or line.category in ("allergies", "medications", "immunizations")):
+        parts = [p.strip() for p in text.split(",")]
+    else:
+        parts = [text]
     hits = [p for p in parts if parsed.coverage(p) > 0] if len(parts) > 1 else parts
     if not hits:
         return [(text, line.quote())]

@@ -107,8 +107,12 @@ def _problems(tools: Tools, notes: NoteSet) -> list[ProposedSentence]:
         if len(name) < 4 or status not in ACTIVE_STATUSES or key in seen or any(p.search(name) for p in skip):
             continue
         seen.add(key)
+        variants = condition_variants(name)
+        short = re.split(r"[,;:]", re.sub(r"\s*\([^)]*\)", "", name))[0].strip()
+        if len(short) >= 4 and short.lower() not in (v.lower() for v in variants):
+            variants.append(short)  # "Asthma": quoted with its line, since alone it is too short
         forms = [(f, re.compile(r"(?<![A-Za-z0-9])" + re.escape(f) + r"(?![A-Za-z0-9])", re.IGNORECASE))
-                 for f in condition_variants(name)]
+                 for f in variants]
         pending.append(_Pending(name, status, forms))
         if len(pending) >= _limit("problems"):
             break
@@ -123,7 +127,12 @@ def _problems(tools: Tools, notes: NoteSet) -> list[ProposedSentence]:
                     if form.lower() in low:
                         m = pattern.search(chunk.text)
                         if m:
-                            p.evidence = (chunk.id, chunk.text[m.start():m.end()])
+                            quote = chunk.text[m.start():m.end()]
+                            if len(normalise(quote)) < MIN_QUOTE_CHARS:  # the line that names it
+                                start = chunk.text.rfind("\n", 0, m.start()) + 1
+                                end = chunk.text.find("\n", m.end())
+                                quote = chunk.text[start:end if end >= 0 else len(chunk.text)].strip()
+                            p.evidence = (chunk.id, quote)
                             todo.remove(p)
                             break
     return [ProposedSentence(text=f"Active problem (coded, {p.status}): {p.display}.",
