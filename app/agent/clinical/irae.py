@@ -1,0 +1,405 @@
+"""The offline immune-related adverse event (irAE) screen on the clinical NLP pipeline.
+
+Every permitted note (``Tools.read_notes``) is read, oldest first:
+
+1. **Notes.** Each note's text is put back together from its chunks; a note whose text matches the
+   injection patterns (``app.agent.guard``) is never evidence and never quoted.
+2. **Pipeline** (``pipeline.py``): sentences, sections and targets of the whole note; ConText (irAE
+   modifiers, then exposure modifiers) on the sentences that hold a target.
+3. **Exposure** (``exposure.py``): checkpoint-inhibitor mentions given vs named-but-not-given, remote
+   prior courses, the first-dose date.
+4. **Mentions.** Each irAE term gets a verdict: ignored by section (review of systems, family
+   history, consent/education, allergies), by ConText (negated, ruled out, uncertain, hypothetical,
+   historical, family), by attribution (not immune-related; a confirmed alternative cause), by the
+   timeline (before the first dose; no exposure), or copied forward / problem list (support only).
+   A symptom or lab abnormality (diarrhoea, rash, raised transaminases) counts only with immune /
+   checkpoint-inhibitor attribution or immunosuppressive treatment for it.
+5. **Events** per organ and event group: an affirmed mention after the first dose makes an event
+   unless a later assessment settles on another cause or rules it out (a differential is decided by
+   the later assessment). CTCAE v5 grade: an explicit grade tied to the event, else inferred
+   (``grading.py``) and the draft says from what.
+
+Every event and every exclusion cites verbatim sentences that ``citations.verify`` checks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from app.agent.backends import BackendResult, Tools
+from app.agent.citations import ProposedSentence
+from app.agent.clinical import grading, pipeline
+from app.agent.clinical.exposure import Exposure, IciMention, find_exposure
+from app.agent.guard import injection_spans, looks_injected
+from app.retrieval.chunking import Chunk
+
+EXCLUSION_KINDS = ("ruled_out", "not_ici", "other_cause", "predates", "before_ici")
+SUPPORT_ONLY = ("copied", "problem_list", "history_section", "symptom_only")
+_IGNORED_SECTIONS = {"ros": "ros", "family_history": "family", "consent_education": "hypothetical",
+                     "allergies": "allergy", "social_history": "family"}
+_SUPPORT_SECTIONS = {"problem_list": "problem_list", "history": "history_section", "medications": "history_section"}
+_I = re.IGNORECASE
+
+
+@dataclass
+class Note:
+    document_id: str
+    date: str
+    text: str
+    chunks: list[Chunk]
+    injected: bool = False
+    sections: list[pipeline.Section] = field(default_factory=list)
+    copied: list[tuple[int, int]] = field(default_factory=list)
+
+    def chunk_for(self, start: int, end: int) -> tuple[Chunk, int, int] | None:
+        """The chunk holding [start, end) (else the one holding most of it) and the clipped span."""
+        best = None
+        for c in self.chunks:
+            lo, hi = max(start, c.start), min(end, c.end)
+            if hi - lo > 0 and (best is None or hi - lo > best[2] - best[1]):
+                best = (c, lo, hi)
+                if lo == start and hi == end:
+                    break
+        return best
+
+
+@dataclass
+class Mention:
+    organ: str
+    group: str
+    term: str
+    kind: str
+    verdict: str
+    note: Note
+    start: int  # sentence span (absolute offsets into the note)
+    end: int
+    sentence: str
+    section: str | None
+    modifiers: frozenset[str]
+    attribution: str | None  # "ici" | "treated" | None
+    treated: str | None
+    hormone: str | None
+    explicit_grade: int | None
+
+    @property
+    def date(self) -> str:
+        return self.note.date
+
+
+@dataclass
+class Event:
+    organ: str
+    group: str
+    mentions: list[Mention] = field(default_factory=list)
+    support: list[Mention] = field(default_factory=list)
+
+
+def assemble_notes(tools: Tools) -> list[Note]:
+    """Whole-note texts from the permitted chunks (offsets are the note's own), oldest note first."""
+    by_doc: dict[str, list[Chunk]] = {}
+    for chunk in tools.read_notes():
+        by_doc.setdefault(chunk.document_id, []).append(chunk)
+    notes = []
+    for doc_id, chunks in by_doc.items():
+        chunks.sort(key=lambda c: c.start)
+        size = max(c.end for c in chunks)
+        buf = [" "] * size
+        for c in chunks:
+            buf[c.start:c.end] = list(c.text)
+        text = "".join(buf)
+        notes.append(Note(document_id=doc_id, date=(tools.document_date(doc_id) or "")[:10], text=text,
+                          chunks=chunks, injected=looks_injected(text) or bool(injection_spans(text))))
+    notes.sort(key=lambda n: (n.date, n.document_id))
+    return notes
+
+
+def _copied_spans(note: Note) -> list[tuple[int, int]]:
+    """From a copy-forward cue to the end of its section (or of its paragraph)."""
+    spans = []
+    for m in grading.cue("copy_forward").finditer(note.text):
+        sec = pipeline.section_at(note.sections, m.start())
+        para = note.text.find("\n\n", m.end())
+        end = sec.end if sec and sec.category else (para if para >= 0 else len(note.text))
+        line_start = note.text.rfind("\n", 0, m.start()) + 1
+        start = sec.start if sec and sec.category else line_start
+        spans.append((start, max(end, m.end())))
+    return spans
+
+
+def _cause_confirmed(sentence: str, spans: list[tuple[int, int]]) -> bool:
+    """An OTHER_CAUSE mention is a confirmed alternative unless its window negates or questions it."""
+    neg = grading.cue("cause_negated")
+    for a, b in spans:
+        window = sentence[max(0, a - 30):min(len(sentence), b + 40)]
+        if not neg.search(window):
+            return True
+    return False
+
+
+def _verdict(kind: str, mods: dict[str, list[tuple[int, int, str]]], section: str | None, sentence: str) -> str:
+    if section in _IGNORED_SECTIONS:
+        return _IGNORED_SECTIONS[section]
+    if "FAMILY" in mods:
+        return "family"
+    if "NOT_IMMUNE" in mods:
+        return "not_ici"
+    if "NEGATED_EXISTENCE" in mods:
+        words = " ".join(t for _a, _b, t in mods["NEGATED_EXISTENCE"]).lower()
+        if grading.cue("ruled_out_negations").search(words):
+            return "ruled_out"
+        return "negated"
+    if "HYPOTHETICAL" in mods:
+        return "hypothetical"
+    immune = "IMMUNE_ATTRIBUTION" in mods or ("CAUSAL" in mods and "ICI_MENTION" in mods)
+    if "POSSIBLE_EXISTENCE" in mods and "PROBABLE_EXISTENCE" not in mods:
+        return "uncertain"
+    if "OTHER_CAUSE" in mods and not immune:
+        if _cause_confirmed(sentence, [(a, b) for a, b, _t in mods["OTHER_CAUSE"]]):
+            return "other_cause"
+    if "HISTORICAL" in mods:
+        return "predates"
+    return "affirmed"
+
+
+def _mention_rows(note: Note, doc, ctx_docs, spans) -> tuple[list[dict], list[IciMention]]:
+    """Per target in the candidate sentences: its modifiers (with offsets in the sentence)."""
+    rows: list[dict] = []
+    ici: list[IciMention] = []
+    for (s0, s1), cdoc in zip(spans, ctx_docs, strict=True):
+        sentence = note.text[s0:s1]
+        irae_ents = [e for e in cdoc.ents if e.label_ == "IRAE"]
+        for ent in cdoc.ents:
+            mods: dict[str, list[tuple[int, int, str]]] = {}
+            for m in ent._.modifiers:
+                a, b = m.modifier_span
+                span = cdoc[a:b]
+                mods.setdefault(m.category, []).append((span.start_char, span.end_char, span.text))
+            sec = pipeline.section_at(note.sections, s0 + ent.start_char)
+            if ent.label_ in ("ICI", "ICI_CLASS"):
+                ici.append(IciMention(note_date=note.date, document_id=note.document_id, sentence=sentence,
+                                      start=ent.start_char, end=ent.end_char, agent=ent._.literal if
+                                      hasattr(ent._, "literal") else ent.text, klass=ent.label_,
+                                      modifiers=frozenset(mods), section=sec.category if sec else None,
+                                      note_text=note.text))
+                continue
+            rule = ent._.target_rule
+            meta = rule.metadata or {}
+            rows.append({"ent": ent, "meta": meta, "mods": mods, "s0": s0, "s1": s1, "sentence": sentence,
+                         "section": sec.category if sec else None,
+                         "others": [(o.start_char, o.end_char) for o in irae_ents if o is not ent
+                                    and (o._.target_rule.metadata or {}).get("group") != meta.get("group")]})
+    return rows, ici
+
+
+def _first_text(mods: dict, key: str) -> str | None:
+    vals = mods.get(key)
+    return vals[0][2] if vals else None
+
+
+def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
+    all_rows: list[tuple[Note, dict]] = []
+    ici_mentions: list[IciMention] = []
+    for note in notes:
+        if note.injected or not note.text.strip():
+            continue
+        doc = pipeline.note_doc(note.text)
+        note.sections = pipeline.doc_sections(doc)
+        note.copied = _copied_spans(note)
+        sents = pipeline.doc_sentences(doc)
+        hit = [(a, b) for a, b in sents if any(e.start_char < b and a < e.end_char for e in doc.ents)]
+        if not hit:
+            continue
+        ctx = pipeline.context_docs([note.text[a:b] for a, b in hit])
+        rows, ici = _mention_rows(note, doc, ctx, hit)
+        ici_mentions.extend(ici)
+        all_rows.extend((note, r) for r in rows)
+    exposure = find_exposure(ici_mentions)
+    mentions = []
+    for note, r in all_rows:
+        meta, mods = r["meta"], r["mods"]
+        ent = r["ent"]
+        verdict = _verdict(meta.get("kind", "diagnosis"), mods, r["section"], r["sentence"])
+        immune = "IMMUNE_ATTRIBUTION" in mods or ("CAUSAL" in mods and "ICI_MENTION" in mods)
+        treated = _first_text(mods, "IMMUNOSUPPRESSION")
+        hormone = _first_text(mods, "HORMONE")
+        attribution = "ici" if immune else ("treated" if treated or hormone else None)
+        abs_start = r["s0"] + ent.start_char
+        if verdict == "affirmed":
+            if any(a <= abs_start < b for a, b in note.copied):
+                verdict = "copied"
+            elif r["section"] in _SUPPORT_SECTIONS:
+                verdict = _SUPPORT_SECTIONS[r["section"]]
+            elif meta.get("kind") in ("symptom", "lab") and attribution is None:
+                verdict = "symptom_only"
+        if verdict in ("affirmed", *SUPPORT_ONLY):
+            if not exposure.on_ici:
+                verdict = "no_ici" if verdict == "affirmed" else verdict
+            elif exposure.first_dose and note.date < exposure.first_dose:
+                verdict = "before_ici"
+        grade = grading.tied_grade(r["sentence"], ent.start_char, ent.end_char, r["others"])
+        mentions.append(Mention(
+            organ=meta["organ"], group=meta["group"], term=meta["term"], kind=meta.get("kind", "diagnosis"),
+            verdict=verdict, note=note, start=r["s0"], end=r["s1"], sentence=r["sentence"], section=r["section"],
+            modifiers=frozenset(mods), attribution=attribution, treated=treated, hormone=hormone,
+            explicit_grade=grade))
+    return mentions, exposure
+
+
+def build_events(mentions: list[Mention]) -> tuple[dict[tuple[str, str], Event], list[Mention]]:
+    """Events per (organ, group); the later assessment decides a differential. Returns the events and
+    the decisive exclusions (for groups without an event)."""
+    by_group: dict[tuple[str, str], list[Mention]] = {}
+    for m in mentions:
+        by_group.setdefault((m.organ, m.group), []).append(m)
+    events: dict[tuple[str, str], Event] = {}
+    for key, ms in by_group.items():
+        affirmed = [m for m in ms if m.verdict == "affirmed"]
+        if not affirmed:
+            continue
+        last_affirmed = max(m.date for m in affirmed)
+        against = [m for m in ms if m.verdict in ("other_cause", "not_ici", "ruled_out") and m.date > last_affirmed]
+        if against:
+            continue
+        same_day_against = [m for m in ms if m.verdict in ("other_cause", "not_ici") and m.date == last_affirmed]
+        if same_day_against and not any(m.attribution == "ici" for m in affirmed if m.date == last_affirmed):
+            continue
+        ev = Event(key[0], key[1], mentions=affirmed)
+        first = min(m.date for m in affirmed)
+        ev.support = [m for m in ms if m.verdict in SUPPORT_ONLY or (m.verdict == "affirmed" and m not in affirmed)]
+        ev.support = [m for m in ev.support if m.date >= first or m.verdict == "symptom_only"]
+        events[key] = ev
+    return events, [m for m in mentions if (m.organ, m.group) not in events]
+
+
+def _status(ev: Event, term: str, conditions: list[dict[str, str]]) -> str:
+    for cond in conditions:
+        display = cond.get("display", "").lower()
+        if term.lower() in display and cond.get("status") not in (None, "unknown"):
+            return cond["status"]
+    last = max(ev.mentions + ev.support, key=lambda m: m.date)
+    low = last.sentence.lower()
+    if re.search(r"\bresolved\b|\bresolution\b|\bnormali[sz]ed\b", low):
+        return "resolved"
+    if re.search(r"\bimprov\w*|\btaper\w*|\bresolving\b", low):
+        return "improving"
+    return "active"
+
+
+def _onset(ev: Event, first_dose: str | None) -> str:
+    first = min(m.date for m in ev.mentions)
+    early = [m.date for m in ev.support if m.verdict == "symptom_only" and m.date <= first
+             and (first_dose is None or m.date >= first_dose)]
+    return min([first, *early])
+
+
+def _grade(ev: Event, term: str) -> tuple[int | None, str, str]:
+    """(grade, basis, reason): an explicit grade written for the event wins, else inferred."""
+    explicit = [m.explicit_grade for m in ev.mentions + ev.support
+                if m.explicit_grade and m.verdict not in ("symptom_only",)]
+    explicit += [m.explicit_grade for m in ev.support if m.verdict == "symptom_only" and m.explicit_grade
+                 and m.attribution]
+    if explicit:
+        return max(explicit), "explicit", "as written in the notes"
+    notes: dict[str, Note] = {m.note.document_id: m.note for m in ev.mentions + ev.support}
+    text = "\n".join(n.text for n in notes.values())
+    treated = next((m.treated for m in ev.mentions + ev.support if m.treated), None)
+    hormone = next((m.hormone for m in ev.mentions + ev.support if m.hormone), None)
+    if not treated:
+        t = re.search(r"\b(prednisone|prednisolone|methylprednisolone|dexamethasone|budesonide|infliximab|"
+                      r"vedolizumab|mycophenolate|ivig|steroids|corticosteroids)\b", text, _I)
+        treated = t.group(1) if t else None
+    if not hormone and ev.group in ("thyroid", "pituitary", "adrenal", "diabetes"):
+        h = re.search(r"\b(levothyroxine|hydrocortisone|fludrocortisone|insulin|propranolol)\b", text, _I)
+        hormone = h.group(1) if h else None
+    grade, reason = grading.infer_grade(ev.group, term, text, treated=treated, hormone=hormone)
+    return grade, "inferred", reason
+
+
+def _quote(m: Mention) -> tuple[str, str] | None:
+    """(chunk id, verbatim quote) for the mention's sentence, inside one chunk."""
+    got = m.note.chunk_for(m.start, m.end)
+    if got is None:
+        return None
+    chunk, lo, hi = got
+    quote = m.note.text[lo:hi].strip()
+    if len(quote) < 8:
+        return None
+    return chunk.id, quote
+
+
+def _evidence(ev: Event, limit: int = 3) -> list[Mention]:
+    ranked = sorted(ev.mentions, key=lambda m: (m.explicit_grade is None, m.attribution != "ici",
+                                                m.attribution is None, m.date))
+    out: list[Mention] = []
+    for m in ranked:
+        if all(m.note.document_id != o.note.document_id for o in out) and _quote(m):
+            out.append(m)
+        if len(out) == limit:
+            break
+    return sorted(out, key=lambda m: m.date)
+
+
+def screen(tools: Tools) -> BackendResult:
+    notes = assemble_notes(tools)
+    mentions, exposure = read_mentions(notes)
+    events, rest = build_events(mentions)
+    conditions = tools.conditions()
+    sentences: list[ProposedSentence] = []
+    findings_events = []
+    for key in sorted(events, key=lambda k: min(m.date for m in events[k].mentions)):
+        ev = events[key]
+        terms = [m.term for m in ev.mentions if m.kind == "diagnosis"] or [m.term for m in ev.mentions]
+        term = max(set(terms), key=lambda t: (terms.count(t), t))
+        grade, basis, reason = _grade(ev, term)
+        onset = _onset(ev, exposure.first_dose)
+        status = _status(ev, term, conditions)
+        attribution = "ici" if any(m.attribution == "ici" for m in ev.mentions) else "possible_ici"
+        proof = _evidence(ev)
+        if not proof:
+            continue
+        if grade and basis == "explicit":
+            grade_txt = f"CTCAE v5 grade {grade} (as documented)"
+        elif grade:
+            grade_txt = f"CTCAE v5 grade {grade} (inferred from {reason}; no grade written for it)"
+        else:
+            grade_txt = "grade not documented and not inferable"
+        who = ("attributed to the immune checkpoint inhibitor" if attribution == "ici"
+               else "in a patient on an immune checkpoint inhibitor, no other cause documented")
+        first = len(sentences)
+        quotes = tuple(q for q in (_quote(m) for m in proof) if q)
+        sentences.append(ProposedSentence(
+            text=f"Immune-related {term} ({ev.organ}), {grade_txt}, {who}; onset {onset}; status {status}.",
+            evidence=quotes))
+        for m in proof:
+            q = _quote(m)
+            if q:
+                sentences.append(ProposedSentence(text=f"[{m.date}] {q[1]}", evidence=(q,)))
+        findings_events.append({
+            "organ": ev.organ, "term": term, "ctcae_grade": grade, "grade_basis": basis if grade else None,
+            "grade_reason": reason if grade else None, "attribution": attribution, "onset": onset,
+            "status": status, "sentence_indexes": list(range(first, len(sentences))),
+            "evidence": [{"document": m.note.document_id, "date": m.date} for m in proof]})
+    excluded = []
+    reasons = {"no_ici": "not_ici", "historical": "predates"}
+    for m in rest:
+        kind = reasons.get(m.verdict, m.verdict)
+        if kind not in EXCLUSION_KINDS:
+            continue
+        if any(e["organ"] == m.organ and e["term"] == m.term and e["reason"] == kind for e in excluded):
+            continue
+        q = _quote(m)
+        if not q:
+            continue
+        idx = len(sentences)
+        sentences.append(ProposedSentence(
+            text=f"Not counted as an irAE ({kind.replace('_', ' ')}): {m.term} ({m.organ}), [{m.date}] {q[1]}",
+            evidence=(q,)))
+        excluded.append({"organ": m.organ, "term": m.term, "reason": kind, "sentence_indexes": [idx]})
+    findings = {"irae_detected": bool(findings_events), "events": findings_events, "excluded": excluded,
+                "on_ici": exposure.on_ici, "ici_start": exposure.first_dose, "agents": sorted(exposure.agents)}
+    out_notes = []
+    if not findings_events:
+        out_notes.append("No immune-related adverse event was found in the permitted notes." if exposure.on_ici
+                         else "No immune checkpoint inhibitor therapy was found in the permitted notes.")
+    return BackendResult(sentences=sentences, findings=findings, notes=out_notes, turns=1)
