@@ -48,6 +48,7 @@ test: install $(AXE) postgres
 
 bench: install
 	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_launch.py
 
 lint: install
