@@ -154,6 +154,15 @@ def test_parse_question_topic_terms_and_recency():
     assert parsed.topic is not None and parsed.topic.name == "allergies" and not parsed.groups
 
 
+def test_longer_trigger_wins_and_topic_modifiers_are_not_search_terms():
+    parsed = parse_question("Newest pulse oximetry reading?")
+    assert parsed.topic is not None and parsed.topic.name == "oxygen_saturation" and not parsed.groups
+    parsed = parse_question("Known food or environmental allergies?")
+    assert parsed.topic is not None and parsed.topic.name == "allergies" and not parsed.groups
+    parsed = parse_question("Is he allergic to shellfish?")
+    assert [g.word for g in parsed.groups] == ["shellfish"]
+
+
 def test_section_titles_map_to_categories():
     assert section_category("Current Outpatient Medications (as of today)") == "medications"
     assert section_category("## ALLERGIES/ADVERSE REACTIONS:") == "allergies"

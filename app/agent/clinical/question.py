@@ -269,6 +269,7 @@ class Topic:
     anywhere: bool
     none_is_answer: bool
     fallback: tuple[re.Pattern[str], ...]
+    modifiers: re.Pattern[str] | None = None
 
 
 @functools.cache
@@ -277,7 +278,8 @@ def topics() -> tuple[Topic, ...]:
                        sections=tuple(t.get("sections", [])), lines=_regexes(t.get("lines", [])),
                        exclude=_regexes(t.get("exclude", [])), anywhere=bool(t.get("anywhere")),
                        none_is_answer=bool(t.get("none_is_answer")),
-                       fallback=_regexes(t.get("fallback", [])))
+                       fallback=_regexes(t.get("fallback", [])),
+                       modifiers=_phrase_pattern(t.get("modifiers", [])))
                  for t in vocab("topics.yaml")["topics"])
 
 
@@ -354,17 +356,28 @@ _Q_WORD = re.compile(r"[a-z0-9][a-z0-9+/-]*[a-z0-9+]|[a-z0-9]")
 
 def parse_question(question: str) -> ParsedQuestion:
     q = question.lower().replace("\u2019", "'")
-    matched = [t for t in topics() if t.triggers is not None and t.triggers.search(q)]
+    spans = {t.name: [m.span() for m in t.triggers.finditer(q)] for t in topics() if t.triggers is not None}
+    matched = [t for t in topics() if spans.get(t.name)]
+
+    def inside_other(t: Topic) -> bool:  # every hit of t lies inside a longer hit of another topic
+        return all(any(o.name != t.name and a <= s and e <= b and (b - a) > (e - s)
+                       for o in matched for a, b in spans[o.name]) for s, e in spans[t.name])
+
+    primary = [t for t in matched if not inside_other(t)] or matched
     rest = q
-    for t in matched:
-        assert t.triggers is not None
-        rest = t.triggers.sub(" ", rest)
+    # every matched trigger leaves the search terms, longest first ("pulse oximetry" before "pulse")
+    for start, end in sorted((sp for t in matched for sp in spans[t.name]), key=lambda sp: sp[0] - sp[1]):
+        if rest[start:end].strip():
+            rest = rest[:start] + " " * (end - start) + rest[end:]
     earliest_pat = _phrase_pattern(vocab("topics.yaml")["earliest"])
     earliest = bool(earliest_pat and earliest_pat.search(q))
     recency_pat = _phrase_pattern(vocab("topics.yaml")["recency"])
     if recency_pat:
         rest = recency_pat.sub(" ", rest)
     rest = re.sub(r"'s\b", " ", rest)
+    topic = primary[0] if primary else None
+    if topic is not None and topic.modifiers is not None:
+        rest = topic.modifiers.sub(" ", rest)
     words = [w for w in _Q_WORD.findall(rest) if w not in _filler() and not w.isdigit()]
     classes, synonyms, drugs = drug_classes(), _synonym_index(), _drug_names()
     groups: list[TermGroup] = []
@@ -390,7 +403,6 @@ def parse_question(question: str) -> ParsedQuestion:
             groups.append(TermGroup(key, _term_regex(forms), drug))
             i += width
             break
-    topic = matched[0] if matched else None
     if topic is None and any(g.drug for g in groups):
         topic = next((t for t in topics() if t.name == "medications"), None)
     return ParsedQuestion(topic=topic, groups=tuple(groups), earliest=earliest)
