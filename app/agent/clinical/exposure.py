@@ -32,6 +32,7 @@ class IciMention:
     modifiers: frozenset[str]
     section: str | None
     note_text: str
+    cue_spans: tuple[tuple[str, int, int], ...] = ()  # (category, start, end) in the sentence
 
 
 @dataclass
@@ -64,20 +65,33 @@ def _stated_start(m: IciMention) -> str | None:
     return None
 
 
+def _nearest(m: IciMention) -> str | None:
+    """The exposure cue nearest to the mention ("Plan: continue nivolumab" → GIVEN)."""
+    best = None
+    for cat, a, b in m.cue_spans:
+        if cat not in ("GIVEN", "NOT_GIVEN"):
+            continue
+        dist = max(0, a - m.end, m.start - b)
+        if best is None or dist < best[0]:
+            best = (dist, cat)
+    return best[1] if best else None
+
+
 def find_exposure(mentions: list[IciMention]) -> Exposure:
     out = Exposure()
     admin = cue("administration")
+    admin_note = cue("administration_note")
     admin_notes: dict[str, bool] = {}
     starts: list[str] = []
     given_dates: list[str] = []
     for m in mentions:
         mods = m.modifiers
         if m.document_id not in admin_notes:
-            admin_notes[m.document_id] = bool(admin.search(m.note_text))
+            admin_notes[m.document_id] = bool(admin_note.search(m.note_text))
         if "NOT_GIVEN" in mods and "GIVEN" not in mods:
             out.not_given.append(m.document_id)
             continue
-        if "NOT_GIVEN" in mods and "GIVEN" in mods and not admin.search(m.sentence):
+        if "NOT_GIVEN" in mods and "GIVEN" in mods and _nearest(m) == "NOT_GIVEN" and not admin.search(m.sentence):
             out.not_given.append(m.document_id)
             continue
         given = "GIVEN" in mods or admin_notes[m.document_id]

@@ -29,6 +29,18 @@ def cue(name: str) -> re.Pattern[str]:
     return _cues()[name]
 
 
+_NOT_FACT = re.compile(r"\b(?:no|not|without|avoid\w*|risk|prevent\w*|monitor\w*|watch\w*|if|would|may|might|"
+                       r"could|consider\w*|denie[sd]|declined|unless|call|return|precautions|never)\b[^.;\n]{0,25}$", _I)
+
+
+def fact(name: str, text: str) -> re.Match[str] | None:
+    """The first match of cue ``name`` stated as a fact (not "no ICU", "risk of crisis", "if admitted")."""
+    for m in cue(name).finditer(text):
+        if not _NOT_FACT.search(text[max(0, m.start() - 40):m.start()]):
+            return m
+    return None
+
+
 def explicit_grades(sentence: str) -> list[tuple[int, int, int]]:
     """(start, end, grade) of every explicit grade in a sentence."""
     out = []
@@ -126,10 +138,10 @@ def _bsa(text: str) -> tuple[int, str] | None:
 def infer_grade(group: str, term: str, text: str, *, treated: str | None, hormone: str | None) -> tuple[int | None, str]:
     """(grade, reason) from what the event's notes state; (None, "") when nothing supports a grade."""
     low = text.lower()
-    if cue("death").search(low):
+    if fact("death", low):
         return 5, "death documented"
-    icu = cue("life_threatening").search(low)
-    hosp = cue("hospital").search(low)
+    icu = fact("life_threatening", low)
+    hosp = fact("hospital", low)
     if group == "colitis":
         if icu:
             return 4, f"life-threatening features ({icu.group(0)})"

@@ -104,7 +104,7 @@ def assemble_notes(tools: Tools) -> list[Note]:
     for doc_id, chunks in by_doc.items():
         chunks.sort(key=lambda c: c.start)
         size = max(c.end for c in chunks)
-        buf = [" "] * size
+        buf = ["\n"] * size  # gaps between chunks are the whitespace the chunker trimmed
         for c in chunks:
             buf[c.start:c.end] = list(c.text)
         text = "".join(buf)
@@ -131,8 +131,11 @@ def _cause_confirmed(sentence: str, spans: list[tuple[int, int]]) -> bool:
     """An OTHER_CAUSE mention is a confirmed alternative unless its window negates or questions it."""
     neg = grading.cue("cause_negated")
     for a, b in spans:
-        window = sentence[max(0, a - 30):min(len(sentence), b + 40)]
-        if not neg.search(window):
+        lo = max(0, a - 15)
+        hi = min(len(sentence), b + 25)
+        before = re.split(r"[,;:.()]", sentence[lo:a])[-1]
+        after = re.split(r"[,;:.()]", sentence[b:hi])[0]
+        if not neg.search(before + " " + sentence[a:b] + " " + after):
             return True
     return False
 
@@ -181,7 +184,8 @@ def _mention_rows(note: Note, doc, ctx_docs, spans) -> tuple[list[dict], list[Ic
                                       start=ent.start_char, end=ent.end_char, agent=ent._.literal if
                                       hasattr(ent._, "literal") else ent.text, klass=ent.label_,
                                       modifiers=frozenset(mods), section=sec.category if sec else None,
-                                      note_text=note.text))
+                                      note_text=note.text,
+                                      cue_spans=tuple((c, a, b) for c, v in mods.items() for a, b, _t in v)))
                 continue
             rule = ent._.target_rule
             meta = rule.metadata or {}
@@ -215,6 +219,10 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
         ici_mentions.extend(ici)
         all_rows.extend((note, r) for r in rows)
     exposure = find_exposure(ici_mentions)
+    pre_existing = {(r["meta"]["organ"], r["meta"]["group"]) for note, r in all_rows
+                    if exposure.first_dose and note.date < exposure.first_dose
+                    and not ({"NEGATED_EXISTENCE", "HYPOTHETICAL", "FAMILY", "POSSIBLE_EXISTENCE"} & set(r["mods"]))
+                    and r["section"] not in _IGNORED_SECTIONS}
     mentions = []
     for note, r in all_rows:
         meta, mods = r["meta"], r["mods"]
@@ -237,6 +245,8 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
                 verdict = "no_ici" if verdict == "affirmed" else verdict
             elif exposure.first_dose and note.date < exposure.first_dose:
                 verdict = "before_ici"
+            elif (meta["organ"], meta["group"]) in pre_existing and attribution != "ici":
+                verdict = "predates"  # documented before the first dose and not attributed to it since
         grade = grading.tied_grade(r["sentence"], ent.start_char, ent.end_char, r["others"])
         mentions.append(Mention(
             organ=meta["organ"], group=meta["group"], term=meta["term"], kind=meta.get("kind", "diagnosis"),
@@ -261,9 +271,12 @@ def build_events(mentions: list[Mention]) -> tuple[dict[tuple[str, str], Event],
         against = [m for m in ms if m.verdict in ("other_cause", "not_ici", "ruled_out") and m.date > last_affirmed]
         if against:
             continue
-        same_day_against = [m for m in ms if m.verdict in ("other_cause", "not_ici") and m.date == last_affirmed]
-        if same_day_against and not any(m.attribution == "ici" for m in affirmed if m.date == last_affirmed):
-            continue
+        last_note = {m.note.document_id for m in affirmed if m.date == last_affirmed}
+        same_note_against = [m for m in ms if m.verdict in ("other_cause", "not_ici", "ruled_out")
+                             and m.note.document_id in last_note]
+        if same_note_against and not any(m.attribution == "ici" for m in affirmed
+                                         if m.note.document_id in last_note and m.verdict == "affirmed"):
+            continue  # the note that mentions it last settles on another cause or rules it out
         ev = Event(key[0], key[1], mentions=affirmed)
         first = min(m.date for m in affirmed)
         ev.support = [m for m in ms if m.verdict in SUPPORT_ONLY or (m.verdict == "affirmed" and m not in affirmed)]

@@ -166,6 +166,8 @@ def _clinical_sentencizer_factory() -> None:
                 n = len(doc)
                 for tok in doc:
                     i = tok.i
+                    if tok.text == "?" and i + 1 < n and tags[i + 1] and doc[i + 1].text[:1].islower():
+                        tags[i + 1] = False  # "? pneumonitis": a query mark, not a sentence end
                     gap = tok.text if tok.is_space else tok.whitespace_
                     if i + 1 >= n or "\n" not in gap:
                         continue
@@ -175,7 +177,9 @@ def _clinical_sentencizer_factory() -> None:
                     before = doc[i - 1] if tok.is_space and i > 0 else (None if tok.is_space else tok)
                     ends = before is None or before.text[-1:] in _PUNCT_END
                     first = nxt.text[:1]
-                    if gap.count("\n") >= 2 or ends or first.isupper() or first.isdigit() or first in _BULLETS:
+                    caps_run = before is not None and before.text.isupper() and nxt.text.isupper()
+                    if gap.count("\n") >= 2 or ends or first.isdigit() or first in _BULLETS or (
+                            first.isupper() and not caps_run):  # an ALL-CAPS report wraps its lines
                         tags[i + 1] = True
             return guesses
 
