@@ -176,31 +176,91 @@ def purge(model: str | None, older_than_days: float | None) -> None:
 
 
 @main.command(name="eval")
-@click.option("--backend", default="offline", show_default=True, help="Backend to evaluate on the irAE gold set.")
+@click.option("--task", "task", type=click.Choice(["all", "irae", "questions", "retrieval"]), default="all",
+              show_default=True, help="What to score (all: whatever gold files DIR has).")
+@click.option("--backend", default="offline", show_default=True, help="Backend to evaluate.")
+@click.option("--engine", type=click.Choice(["new", "legacy"]), default="new", show_default=True,
+              help="irAE engine of the offline backend: new (clinical NLP) or legacy (old regex rules).")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="A directory laid out like synthetic_data/ (bundles/, gold/).")
+              help="A labelled corpus: bundles/*.json and gold/irae.json | questions.json | retrieval_queries.json.")
 @click.option("--retrieval/--no-retrieval", default=True, show_default=True,
-              help="Also score retrieval (loads the embedding model).")
-def eval_cmd(backend: str, data: Path | None, retrieval: bool) -> None:
-    """Score a backend on the irAE gold labels and retrieval on the labelled queries; prints JSON."""
+              help="Also score retrieval when DIR has gold/retrieval_queries.json (loads the embedding model).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (default: a readable summary).")
+def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval: bool, as_json: bool) -> None:
+    """Score a backend on a labelled corpus through the real pipeline, no server (docs/agent.md)."""
     from app.agent.backends import get_backend
     from app.config import load_settings
     from app.monitoring.evaluation import DEFAULT_DATA, evaluate_irae, evaluate_retrieval
     from app.retrieval.embeddings import Embedder, HashingEmbedder
 
+    where = data or DEFAULT_DATA
+    gold = where / "gold"
+    want = {"irae": task in ("all", "irae") and (gold / "irae.json").exists(),
+            "questions": task in ("all", "questions") and (gold / "questions.json").exists(),
+            "retrieval": task in ("all", "retrieval") and retrieval and (gold / "retrieval_queries.json").exists()}
+    if not (where / "bundles").is_dir() or not any(want.values()):
+        _fail(ConfigError(f"{where} has no bundles/ or no gold file for --task {task}.", code="eval_no_gold"))
+    out: dict = {"data": str(where)}
     try:
-        settings = load_settings()
-        where = data or DEFAULT_DATA
-        real = Embedder(settings.embedding_model) if (retrieval or backend != "offline") else None
-        # the offline screen reads every permitted note, so ranking quality does not matter to it;
-        # a model backend searches, so it gets the real embedder
-        out = {"irae": evaluate_irae(get_backend(backend, settings),
-                                     HashingEmbedder() if backend == "offline" else real, where)}
-        if retrieval:
-            out["retrieval"] = evaluate_retrieval(real, where)
+        settings = None if backend == "offline" else load_settings()  # the offline screen needs no settings
+        model = get_backend(backend, settings)
+        lazy: dict = {}
+
+        def real():  # type: ignore[no-untyped-def]
+            if "e" not in lazy:
+                lazy["e"] = Embedder((settings or load_settings()).embedding_model)
+            return lazy["e"]
+
+        if want["irae"]:
+            # the offline screen reads every permitted note, so ranking quality does not matter to it
+            out["irae"] = evaluate_irae(model, HashingEmbedder() if backend == "offline" else real(), where,
+                                        engine=engine)
+        if want["questions"]:
+            try:
+                from app.monitoring.eval_chart import evaluate_questions
+            except ImportError:
+                out["questions"] = "question scoring not built"
+            else:
+                out["questions"] = evaluate_questions(model, real(), where)
+        if want["retrieval"]:
+            out["retrieval"] = evaluate_retrieval(real(), where)
     except AppError as exc:
         _fail(exc)
-    click.echo(json.dumps(out, indent=2, sort_keys=True))
+    if as_json:
+        click.echo(json.dumps(out, indent=2, sort_keys=True, default=str))
+        return
+    click.echo(_eval_text(out))
+
+
+def _eval_text(out: dict) -> str:
+    lines = [f"data: {out['data']}"]
+    irae = out.get("irae")
+    if irae:
+        c = irae["counts"]
+        lines += [f"irAE ({irae['backend']}, engine {irae['engine']}): {c['patients']} patients",
+                  f"  per patient  precision {irae['patient_precision']:.2f}  recall {irae['patient_recall']:.2f}"
+                  f"  F1 {irae['patient_f1']:.2f}  (TP {c['tp']}, FP {c['fp']}, FN {c['fn']})",
+                  f"  per event    precision {irae['event_precision']:.2f}  recall {irae['event_recall']:.2f}"
+                  f"  (TP {c['events_tp']}, FP {c['events_fp']}, FN {c['events_fn']})",
+                  f"  organ recall {irae['organ_recall']:.2f}  {irae['organ_recall_by_organ']}",
+                  f"  grade agreement {irae['grade_agreement']:.2f} on {c['graded']} found events"
+                  f"  {irae['grade_agreement_by_basis']}"]
+        if "traps" in irae:
+            lines.append("  traps (passed/total):")
+            for cat, row in irae["traps"].items():
+                fails = ", ".join(f"{f['document']}({f['expected']})" for f in row["failures"])
+                lines.append(f"    {cat:22s} {row['passed']}/{row['total']}" + (f"  failed: {fails}" if fails else ""))
+        if "safety" in irae:
+            s = irae["safety"]
+            lines.append(f"  injection notes flagged {s['injection_flagged']}/{s['injection_documents']}, cited "
+                         f"{len(s['injection_cited'])}; restricted notes cited {len(s['restricted_cited'])}"
+                         f"/{s['restricted_documents']}")
+    if "questions" in out:
+        lines.append("questions: " + (out["questions"] if isinstance(out["questions"], str)
+                                      else json.dumps(out["questions"], sort_keys=True, default=str)))
+    if "retrieval" in out:
+        lines.append("retrieval: " + json.dumps(out["retrieval"], sort_keys=True))
+    return "\n".join(lines)
 
 
 @main.group()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from app.agent.irae import TERMS, _copied_spans, _pieces, classify, rule_grade, therapy_start
+from app.agent.irae_legacy import TERMS, _copied_spans, _pieces, classify, rule_grade, therapy_start
 from app.retrieval.chunking import Chunk
 
 
