@@ -154,6 +154,28 @@ class FilteredClient:
         self.skipped.update(Counter(self.client.skipped) - before)
 
 
+def build_item(reader: Any, attachments: Any, patient_id: str, key: str, *, grants: Grants, role: str,
+               policy: Any, max_attachment_bytes: int = 2_000_000, max_documents: int = 2000) -> dict:
+    """One patient's work item: what the policy allows (``open_chart`` over ``reader``), with the
+    permitted notes' text (attachments fetched through ``attachments``, with the token, under the cap)."""
+    chart = open_chart(reader, patient_id, grants=grants, role=role, policy=policy, embedder=_NOEMBED,
+                       max_attachment_bytes=max_attachment_bytes, max_documents=max_documents)
+    counts: Counter[str] = Counter(chart.counts)
+    docs = []
+    for meta, res in chart.pending.values():
+        extracted = extract_text(attachments, res, max_bytes=max_attachment_bytes)
+        if extracted.text is None:
+            counts[f"skipped:{extracted.skipped}"] += 1
+            continue
+        docs.append({"meta": meta_to_json(meta), "text": extracted.text})
+        counts["allowed"] += 1
+    return {"key": key, "patient_id": patient_id, "role": role, "patient": chart.patient,
+            "conditions": chart.conditions, "documents": docs, "counts": dict(counts)}
+
+
+_NOEMBED = HashingEmbedder(8, model_id="batch-no-embedding")
+
+
 # ---- the pipeline ---------------------------------------------------------------------------------
 
 class BatchRun:
@@ -177,7 +199,6 @@ class BatchRun:
         self.work_dir = private_dir(self.root / self.batch_id)
         self.checkpoints = Checkpoints(self.root / "checkpoints.sqlite", services.vault)
         self.stats = RunStats()
-        self.noembed = HashingEmbedder(8, model_id="batch-no-embedding")
 
     # ids -----------------------------------------------------------------------------------
     def _mac(self, label: str, value: str) -> str:
@@ -197,20 +218,9 @@ class BatchRun:
     # fetch ---------------------------------------------------------------------------------
     def _item(self, reader: Any, patient_id: str, key: str) -> dict:
         s = self.settings
-        chart = open_chart(reader, patient_id, grants=self.conn.grants, role=self.opts.role,
-                           policy=self.services.policy, embedder=self.noembed,
-                           max_attachment_bytes=s.max_attachment_bytes, max_documents=s.max_documents)
-        counts: Counter[str] = Counter(chart.counts)
-        docs = []
-        for meta, res in chart.pending.values():
-            extracted = extract_text(self.conn.client, res, max_bytes=s.max_attachment_bytes)
-            if extracted.text is None:
-                counts[f"skipped:{extracted.skipped}"] += 1
-                continue
-            docs.append({"meta": meta_to_json(meta), "text": extracted.text})
-            counts["allowed"] += 1
-        return {"key": key, "patient_id": patient_id, "role": self.opts.role, "patient": chart.patient,
-                "conditions": chart.conditions, "documents": docs, "counts": dict(counts)}
+        return build_item(reader, self.conn.client, patient_id, key, grants=self.conn.grants, role=self.opts.role,
+                          policy=self.services.policy, max_attachment_bytes=s.max_attachment_bytes,
+                          max_documents=s.max_documents)
 
     def _bulk_items(self, finished: set[str]) -> Iterator[dict]:
         state = self.checkpoints.batch(self.batch_id)

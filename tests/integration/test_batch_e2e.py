@@ -137,7 +137,7 @@ def test_paged_search_cohort_from_a_condition_search_and_a_file(sandbox, tmp_pat
     conn = connect(services, sandbox)
     ids = tmp_path / "ids.txt"
     ids.write_text("# cohort\nPatient/pat-onc-01\npat-onc-04\n\npat-onc-01\n")
-    opts = BatchOptions(fhir_base=sandbox.fhir_base, cohort=str(ids), engine="local", workers=2, write=False,
+    opts = BatchOptions(fhir_base=sandbox.fhir_base, cohort=str(ids), engine="local", workers=0, write=False,
                         progress=False, out=tmp_path / "r1")
     summary = run_batch(opts, services=services, connection=conn)
     assert summary["batch"]["source"] == "search" and summary["totals"]["patients"] == 2

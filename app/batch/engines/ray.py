@@ -22,6 +22,10 @@ from app.errors import NotBuiltError
 
 RAY_VERSION = "2.60.0"
 BATCH_SIZE = 8
+# Each actor asks for a fraction of a CPU and the read tasks for a quarter, so N actors on N CPUs
+# leave room for the reads: with whole CPUs per actor the reads never get scheduled (a deadlock).
+ACTOR_CPUS = 0.75
+READ_CPUS = 0.25
 
 
 def _ray() -> Any:
@@ -62,12 +66,12 @@ class RayScreener:
 def _map_batches(ds: Any, fn: type, *, kwargs: dict, size: int) -> Any:
     try:
         return ds.map_batches(fn, fn_constructor_kwargs=kwargs, batch_size=BATCH_SIZE, batch_format="numpy",
-                              concurrency=size)
+                              concurrency=size, num_cpus=ACTOR_CPUS)
     except TypeError:  # releases before concurrency= took an ActorPoolStrategy
         from ray.data import ActorPoolStrategy
 
         return ds.map_batches(fn, fn_constructor_kwargs=kwargs, batch_size=BATCH_SIZE, batch_format="numpy",
-                              compute=ActorPoolStrategy(size=size))
+                              compute=ActorPoolStrategy(size=size), num_cpus=ACTOR_CPUS)
 
 
 class RayEngine:
@@ -82,7 +86,7 @@ class RayEngine:
         if total == 0:
             return
         ray = ensure_ray(self.workers)
-        ds = ray.data.read_text(str(work_file))
+        ds = ray.data.read_text(str(work_file), num_cpus=READ_CPUS)
         ds = _map_batches(ds, RayScreener, kwargs=self.kwargs, size=self.workers)
         for row in ds.iter_rows():
             yield str(row["result"])
