@@ -23,7 +23,8 @@ NOTES = [
      "Hospital Course: seen in the emergency department, nebulised twice, discharged home the same day.\n\n"
      "Medications: albuterol inhaler as needed; prednisone 40 mg for 5 days\n\n"
      "Allergies: latex (hives)\n\nVitals: BP 122/76, HR 96, SpO2 94%\n\n"
-     "Labs: CBC with WBC 11.2\n\nAssessment: moderate asthma exacerbation.\n"),
+     "Labs: CBC with WBC 11.2\n\nAssessment: moderate asthma exacerbation.\n\n"
+     "Plan: potassium chloride 20 mEq oral tablet daily while on the steroid burst.\n"),
     ("c-2026-09", "2026-09-30T15:00:00+00:00",
      "Chief Complaint: asthma follow-up\n\n"
      "Medications: albuterol inhaler as needed; budesonide-formoterol twice daily\n\n"
@@ -78,6 +79,14 @@ def test_each_lab_test_from_its_newest_note():
     labs = _lines(_summary(), "Labs:")
     by_doc = {c.document: s.text for s in labs for c in s.citations}
     assert "A1c" in by_doc["c-2026-09"] and "WBC" in by_doc["b-2026-03"] and "LDL" in by_doc["a-2023"]
+
+
+def test_lab_values_in_running_text_but_not_a_drug_with_its_strength():
+    note = ("d1", "2026-06-01T09:00:00+00:00",
+            "Subjective: tired.\n\nObjective: creatinine 1.4 today, up from 1.1.\n\n"
+            "Plan: potassium chloride 20 mEq oral tablet daily.\n")
+    labs = _lines(run_task(chart([note]), TASKS["summary"], OfflineBackend()), "Labs:")
+    assert len(labs) == 1 and "creatinine 1.4" in labs[0].text and "potassium" not in labs[0].text
 
 
 def test_events_are_the_last_twelve_months_of_the_chart_not_of_the_wall_clock():

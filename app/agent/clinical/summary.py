@@ -156,7 +156,8 @@ def _labs(note: Note) -> list[Line]:
             continue
         if any(p.search(ln.text) for p in _patterns("labs_intro")):
             out += _list_block(note, ln)[1:]
-        elif any(p.search(ln.text) for p in _patterns("lab_value")):
+        elif any(p.search(ln.text) for p in _patterns("lab_value")) \
+                and not any(p.search(ln.text) for p in _patterns("lab_not")):
             out.append(ln)
     return [ln for ln in out if _usable(ln)]
 
