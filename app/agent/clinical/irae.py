@@ -34,6 +34,7 @@ from app.agent.clinical.exposure import Exposure, IciMention, find_exposure
 from app.agent.guard import injection_spans, looks_injected
 from app.retrieval.chunking import Chunk
 
+CUES = "context"  # "regex" swaps ConText for the old regex cues, to measure one against the other
 EXCLUSION_KINDS = ("ruled_out", "not_ici", "other_cause", "predates", "before_ici")
 SUPPORT_ONLY = ("copied", "problem_list", "history_section", "symptom_only")
 _IGNORED_SECTIONS = {"ros": "ros", "family_history": "family", "consent_education": "hypothetical",
@@ -140,9 +141,14 @@ def _cause_confirmed(sentence: str, spans: list[tuple[int, int]]) -> bool:
     return False
 
 
-def _verdict(kind: str, mods: dict[str, list[tuple[int, int, str]]], section: str | None, sentence: str) -> str:
+def _verdict(kind: str, mods: dict[str, list[tuple[int, int, str]]], section: str | None, sentence: str,
+             span: tuple[int, int] = (0, 0)) -> str:
     if section in _IGNORED_SECTIONS:
         return _IGNORED_SECTIONS[section]
+    if CUES == "regex":  # measurement only (benchmarks/bench_irae.py --compare-cues): the old hand-written cues
+        from app.agent.irae_legacy import classify
+
+        return classify(sentence, *span)
     if "FAMILY" in mods:
         return "family"
     if "NOT_IMMUNE" in mods:
@@ -227,7 +233,8 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
     for note, r in all_rows:
         meta, mods = r["meta"], r["mods"]
         ent = r["ent"]
-        verdict = _verdict(meta.get("kind", "diagnosis"), mods, r["section"], r["sentence"])
+        verdict = _verdict(meta.get("kind", "diagnosis"), mods, r["section"], r["sentence"],
+                           (ent.start_char, ent.end_char))
         immune = "IMMUNE_ATTRIBUTION" in mods or ("CAUSAL" in mods and "ICI_MENTION" in mods)
         treated = _first_text(mods, "IMMUNOSUPPRESSION")
         hormone = _first_text(mods, "HORMONE")
