@@ -15,16 +15,26 @@
 Only a user whose grants allow DocumentReference update may approve, edit or
 reject; a draft with unsupported sentences needs an explicit acknowledgement.
 Every action is in the audit trail (update, plus the Provenance create).
+
+Review is a state machine on the server (``transition``): preliminary →
+(edit)* → approved | rejected, and nothing after a final decision except what
+the EHR itself does. The state is read from the EHR's document (``review_state``)
+right before each action; a refused transition is a 409 ``review_state_conflict``.
+Ids and versions must match the FHIR id grammar before any use (a URL path, the
+audit trail); edits are capped at ``MAX_EDIT_CHARS`` (413) and their distance is
+computed by rapidfuzz (C, cost bounded by the caps).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from rapidfuzz.distance import Levenshtein
 from sqlalchemy.orm import sessionmaker
 
 from app.errors import AppError, FhirError, PermissionDenied, UpstreamError
@@ -42,6 +52,72 @@ from app.writeback.outbox import Outbox
 from app.writeback.submit import edit_held, release_held, submit
 
 REJECT_REASONS = ("inaccurate", "unsupported_claims", "not_clinically_useful", "wrong_patient", "other")
+MAX_EDIT_CHARS = 50_000  # a long note is ~20k characters; distance cost is bounded by cap x cap
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 id (and versionId) grammar
+
+# -- the review state machine (pure) ---------------------------------------------------------
+PRELIMINARY, APPROVED, REJECTED = "preliminary", "approved", "rejected"
+ACTIONS = ("approve", "edit", "reject")
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (PRELIMINARY, "edit"): PRELIMINARY,
+    (PRELIMINARY, "approve"): APPROVED,
+    (PRELIMINARY, "reject"): REJECTED,
+}
+
+
+class ReviewConflict(AppError):
+    """The action is not allowed in the draft's current review state (HTTP 409)."""
+
+    code = "review_state_conflict"
+    http_status = 409
+
+
+def transition(current: str, action: str) -> str:
+    """The review state after ``action``; raises ``ReviewConflict`` when it is not allowed."""
+    if action not in ACTIONS:
+        raise AppError("Unknown review action.", code="bad_action", http_status=400)
+    new = TRANSITIONS.get((current, action))
+    if new is None:
+        if current in (APPROVED, REJECTED):
+            raise ReviewConflict(f"This draft was already {current}; it cannot be {_PAST[action]} "
+                                 "any more. Changes after a final decision are made in the EHR.")
+        raise ReviewConflict(f"This draft cannot be {_PAST[action]} in its current state "
+                             f"({current}).")
+    return new
+
+
+_PAST = {"approve": "approved", "edit": "edited", "reject": "rejected"}
+
+
+def review_state(doc: dict) -> str:
+    """The review state of an AI draft as the EHR holds it."""
+    if doc.get("status") == "entered-in-error":
+        return REJECTED
+    if doc.get("docStatus") in ("final", "amended"):
+        return APPROVED
+    if doc.get("status") == "current" and doc.get("docStatus") in (None, "preliminary"):
+        return PRELIMINARY
+    return "unknown"
+
+
+def check_fhir_id(value: object, what: str = "version") -> str:
+    """``value`` if it matches the FHIR id grammar; else a 400 that does not echo it."""
+    if not isinstance(value, str) or not FHIR_ID.fullmatch(value):
+        raise AppError(f"The {what} is not a FHIR id (letters, digits, '-' and '.', at most 64).",
+                       code=f"bad_{what.replace(' ', '_')}", http_status=400)
+    return value
+
+
+def check_edit(text: object) -> str:
+    """The edited text: a non-empty string of at most ``MAX_EDIT_CHARS`` characters."""
+    if not isinstance(text, str):
+        raise AppError("The edited text must be a string.", code="bad_edit", http_status=400)
+    if len(text) > MAX_EDIT_CHARS:
+        raise AppError(f"The edited text is too long (at most {MAX_EDIT_CHARS} characters).",
+                       code="edit_too_large", http_status=413)
+    if not text.strip():
+        raise AppError("The edited text is empty.", code="empty_edit", http_status=400)
+    return text
 
 
 class ConflictError(AppError):
@@ -82,16 +158,8 @@ class ReviewResult:
 
 
 def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (two rows; fine for note-sized texts)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance (rapidfuzz, bit-parallel C; the edit cap bounds its cost)."""
+    return int(Levenshtein.distance(a, b))
 
 
 def draft_text(doc: dict) -> str:
@@ -142,13 +210,18 @@ class ReviewService:
             raise PermissionDenied("You do not have permission to sign or change documents in the EHR.",
                                    code="review_not_permitted")
 
-    def _read(self, doc_id: str) -> dict:
+    def _read(self, doc_id: str, action: str | None = None) -> dict:
+        """The draft as the EHR holds it now; with ``action``, refused unless the state allows it."""
+        check_fhir_id(doc_id, "document id")
         doc = self.client.read("DocumentReference", doc_id, no_cache=True)
         patient = ((doc.get("subject") or {}).get("reference") or "").split("/")[-1] or None
         self._audit("R", "read", "0", [f"DocumentReference/{doc_id}"], patient)
+        if action is not None:
+            transition(review_state(doc), action)
         return doc
 
     def _put(self, doc: dict, version: str) -> dict:
+        check_fhir_id(version)
         try:
             return self.client.update(doc, if_match=f'W/"{version}"')
         except FhirError as exc:
@@ -175,7 +248,8 @@ class ReviewService:
         if unsupported and not acknowledged_unsupported:
             raise AppError("This draft has sentences without a verified source; review them first.",
                            code="unsupported_not_acknowledged", http_status=400)
-        doc = self._read(doc_id)
+        check_fhir_id(seen_version)
+        doc = self._read(doc_id, "approve")
         doc["docStatus"] = "final"
         doc["authenticator"] = {"reference": self.reviewer}
         updated = self._put(doc, seen_version)
@@ -189,9 +263,9 @@ class ReviewService:
 
     def edit(self, doc_id: str, seen_version: str, new_text: str) -> ReviewResult:
         self._require_write()
-        if not new_text.strip():
-            raise AppError("The edited text is empty.", code="empty_edit", http_status=400)
-        doc = self._read(doc_id)
+        check_edit(new_text)
+        check_fhir_id(seen_version)
+        doc = self._read(doc_id, "edit")
         old = draft_text(doc)
         attachment = doc["content"][0]["attachment"]
         raw = new_text.encode("utf-8")
@@ -209,7 +283,8 @@ class ReviewService:
         if reason not in REJECT_REASONS:
             raise AppError(f"Choose a reason: {', '.join(REJECT_REASONS)}.", code="reason_missing",
                            http_status=400)
-        doc = self._read(doc_id)
+        check_fhir_id(seen_version)
+        doc = self._read(doc_id, "reject")
         doc["status"] = "entered-in-error"
         updated = self._put(doc, seen_version)
         version = (updated.get("meta") or {}).get("versionId")
@@ -257,8 +332,7 @@ class ReviewService:
     def edit_held(self, run_id: str, new_text: str) -> int:
         """Edit a held draft in the app; returns the edit distance (recorded)."""
         self._require_write()
-        if not new_text.strip():
-            raise AppError("The edited text is empty.", code="empty_edit", http_status=400)
+        check_edit(new_text)
         self._held(run_id)
         old = edit_held(self.outbox, run_id, new_text)  # type: ignore[arg-type]
         distance = edit_distance(old, new_text)

@@ -10,6 +10,7 @@ from flask import Blueprint, abort, current_app, jsonify, redirect, render_templ
 
 from app.errors import AppError
 from app.logging import event
+from app.web.bodies import DraftRequest, parse_body
 from app.web.context import actor_for, client_for, current, ensure_chart, services, wait_ready
 from app.web.state import LaunchState, RunJob
 
@@ -132,12 +133,15 @@ def source(run_id: str, doc_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/api/drafts")
 def api_create():  # type: ignore[no-untyped-def]
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise AppError("Send a JSON object with 'task'.", code="bad_request", http_status=400)
+    body = parse_body(DraftRequest)
     state = current()
-    run_id, result = _run(state, str(body.get("task", "")), body.get("question"),
-                          write=bool(body.get("write", True)))
+    from app.agent.tasks import get_task
+
+    get_task(body.task)  # unknown task: a clear 400
+    question = (body.question or "").strip() or None
+    if body.task == "question" and not question:
+        raise AppError("Type the question to answer.", code="question_missing", http_status=400)
+    run_id, result = _run(state, body.task, question, write=body.write)
     draft = state.drafts[run_id]  # type: ignore[index]
     out = draft.contract(result.get("written"))
     out["writeback"] = {"state": result["state"], "reason": result["reason"]}

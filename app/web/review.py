@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
-
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
+from rapidfuzz.distance import Indel
 
 from app.errors import AppError
-from app.review.workflow import ConflictError, ReviewService, draft_text
+from app.review.workflow import ConflictError, ReviewService, check_edit, check_fhir_id, draft_text
+from app.web.bodies import ReviewRequest, parse_body
 from app.web.context import actor_for, client_for, current, services
 
 bp = Blueprint("review", __name__)
@@ -30,7 +30,8 @@ def _written(state, run_id: str) -> tuple[str, str]:  # type: ignore[no-untyped-
         raise AppError("This draft is not in the EHR, so it cannot be reviewed there yet.",
                        code="not_written", http_status=409)
     parts = ref.split("/")
-    return parts[1], parts[3] if len(parts) > 3 else "1"
+    return (check_fhir_id(parts[1] if len(parts) > 1 else None, "document id"),
+            check_fhir_id(parts[3] if len(parts) > 3 else "1"))
 
 
 @bp.post("/drafts/<run_id>/review")
@@ -47,7 +48,7 @@ def review(run_id: str):  # type: ignore[no-untyped-def]
             out = svc.approve(doc_id, version, unsupported=draft.unsupported,
                               acknowledged_unsupported=request.form.get("ack_unsupported") == "yes")
         elif action == "edit":
-            out = svc.edit(doc_id, version, request.form.get("text", ""))
+            out = svc.edit(doc_id, version, check_edit(request.form.get("text", "")))
         elif action == "reject":
             out = svc.reject(doc_id, version, request.form.get("reason", ""))
         else:
@@ -74,12 +75,23 @@ def review(run_id: str):  # type: ignore[no-untyped-def]
 
 
 def line_diff(before: str, after: str) -> list[tuple[str, str]]:
-    """(op, line) pairs: op is ' ' kept, '-' removed, '+' added; rendered escaped by the template."""
-    out = []
-    for line in difflib.ndiff(before.splitlines(), after.splitlines()):
-        if line[:1] in (" ", "-", "+"):
-            out.append((line[0], line[2:]))
-    return out
+    """(op, line) pairs: op is ' ' kept, '-' removed, '+' added; rendered escaped by the template.
+
+    rapidfuzz's Indel opcodes over the lines (bit-parallel LCS in C): the cost is bounded by
+    the edit cap (``MAX_EDIT_CHARS``), unlike difflib's ndiff, which is quadratic per line pair.
+    """
+    a, b = before.splitlines(), after.splitlines()
+    out: list[tuple[str, str]] = []
+    removed: list[tuple[str, str]] = []
+    added: list[tuple[str, str]] = []
+    for tag, i1, i2, j1, j2 in Indel.opcodes(a, b):
+        if tag == "equal":
+            out += removed + added + [(" ", line) for line in a[i1:i2]]
+            removed, added = [], []
+            continue
+        removed += [("-", line) for line in a[i1:i2]]  # a changed block: removals, then additions
+        added += [("+", line) for line in b[j1:j2]]
+    return out + removed + added
 
 
 @bp.post("/api/drafts/<run_id>/review")
@@ -87,16 +99,15 @@ def api_review(run_id: str):  # type: ignore[no-untyped-def]
     """JSON review: ``{"action": "approve"|"edit"|"reject", "version"?, "text"?, "reason"?,
     "ack_unsupported"?: bool}``. A 409 ``review_conflict`` carries what changed."""
     state = current()
+    body = parse_body(ReviewRequest)
     draft = state.drafts.get(run_id)
     if draft is None:
         abort(404)
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise AppError("Send a JSON object with 'action'.", code="bad_request", http_status=400)
-    action = body.get("action")
+    action = body.action
+    text, reason = body.text or "", body.reason or ""
     svc = _service(state)
     result = state.results.get(run_id) or {}
-    ack = body.get("ack_unsupported") is True
+    ack = body.ack_unsupported
     record: dict = {"action": action}
     if result.get("state") == "held_until_approval":
         if action == "approve":
@@ -105,31 +116,29 @@ def api_review(run_id: str):  # type: ignore[no-untyped-def]
             written = services().outbox.get(run_id)["written"]
             state.results[run_id] = dict(result, state="written", written=written, review=record)
         elif action == "edit":
-            record["edit_distance"] = svc.edit_held(run_id, str(body.get("text", "")))
+            record["edit_distance"] = svc.edit_held(run_id, text)
         elif action == "reject":
-            svc.reject_held(run_id, str(body.get("reason", "")))
-            record["reason"] = body.get("reason")
+            svc.reject_held(run_id, reason)
+            record["reason"] = reason
             state.results[run_id] = dict(result, state="rejected", review=record)
         else:
             raise AppError("Unknown review action.", code="bad_action", http_status=400)
         state.reviews.setdefault(run_id, []).append(record)
         return jsonify(record)
     doc_id, version = _written(state, run_id)
-    version = str(body.get("version") or version)
+    version = check_fhir_id(body.version or version)  # the model checked it too: never in a URL raw
     try:
         if action == "approve":
             out = svc.approve(doc_id, version, unsupported=draft.unsupported, acknowledged_unsupported=ack)
         elif action == "edit":
-            out = svc.edit(doc_id, version, str(body.get("text", "")))
-        elif action == "reject":
-            out = svc.reject(doc_id, version, str(body.get("reason", "")))
+            out = svc.edit(doc_id, version, text)
         else:
-            raise AppError("Unknown review action.", code="bad_action", http_status=400)
+            out = svc.reject(doc_id, version, reason)
     except ConflictError as exc:
         return jsonify(exc.to_dict() | {"changes": exc.changes}), 409
     record.update(document_reference=out.document_reference, provenance=out.provenance)
     if action == "reject":
-        record["reason"] = body.get("reason")
+        record["reason"] = reason
     written = dict(result.get("written") or {}, document_reference=out.document_reference)
     final = record if action in ("approve", "reject") else result.get("review")
     state.results[run_id] = dict(result, written=written, review=final)

@@ -136,6 +136,10 @@ class DraftSpec:
     # draft carries the most restrictive confidentiality of these and of its sources
     context_security: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self) -> None:  # the outbox stores JSON lists: keep tuples (hashable, equal)
+        object.__setattr__(self, "context_security",
+                           tuple((str(s), str(c)) for s, c in self.context_security))
+
 
 # --- Helpers --------------------------------------------------------------------------
 def _instant(value: datetime) -> str:
@@ -180,7 +184,7 @@ def _label_sets(spec: DraftSpec) -> list[tuple[tuple[str, str], ...]]:
     """One label set per thing the draft drew on: each cited note, and the chart context."""
     sets = [tuple(src.security) for src in spec.sources]
     if spec.context_security:
-        sets.append(tuple((str(s), str(c)) for s, c in spec.context_security))
+        sets.append(spec.context_security)
     return sets
 
 
