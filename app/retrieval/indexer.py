@@ -380,7 +380,7 @@ FETCH_WORKERS = 4  # attachment fetches in flight per chart (FHIR servers rate-l
 FETCH_WINDOW = 8  # notes fetched ahead of the indexer: bounds memory to ~8 attachments per chart
 CHUNK_MAX_TOKENS = 200
 CHUNK_OVERLAP_TOKENS = 32
-EMBED_GROUP_CHUNKS = 16  # notes are embedded in groups of about this many chunks
+EMBED_GROUP_CHUNKS = 32  # notes are embedded in groups of about this many chunks
 TOKEN_MEMO_MAX_CHARS = 64  # words and short pieces: their token counts are memoised per chart
 
 

@@ -52,6 +52,9 @@ PINNED_FILES = (TOKENIZER_FILE, "config.json", "modules.json", "sentence_bert_co
 PROBE_TEXT = "Assessment: grade 2 immune-related colitis; budesonide started. Plan: TSH in 6 weeks."
 PROBE_MIN_COSINE = 0.9999
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# One run of the model gets texts of similar length (sorted by tokens) up to this many padded
+# tokens: short chunks go in large batches, long ones in small (per-run overhead vs padding).
+TOKEN_BUDGET = 512
 
 
 def _sha256(path: Path) -> str:
@@ -122,9 +125,9 @@ class OnnxSession:
         self._counter.no_padding()
         self._encoder = Tokenizer.from_str(tokenizer_json)
         self._encoder.enable_truncation(max_length=max_tokens)
+        self._encoder.no_padding()  # batches are padded here, after sorting by length
         pad_id = self._encoder.token_to_id("[PAD]")
-        pad_id = 0 if pad_id is None else pad_id
-        self._encoder.enable_padding(pad_id=pad_id, pad_token=self._encoder.id_to_token(pad_id) or "[PAD]")
+        self._pad_id = 0 if pad_id is None else pad_id
 
     def count_tokens(self, text: str) -> int:
         return len(self._counter.encode(text, add_special_tokens=False).ids)
@@ -132,20 +135,35 @@ class OnnxSession:
     def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
         return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
 
-    def encode(self, texts: Sequence[str], *, batch_size: int) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, batch_size: int, token_budget: int = TOKEN_BUDGET,
+               ) -> np.ndarray:
+        """Mean-pooled vectors. Texts are tokenised once, sorted by length and run in batches
+        of at most ``batch_size`` rows and ``token_budget`` padded tokens (at least one row)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")  # little padding per batch
-        for start in range(0, len(texts), batch_size):
-            rows = order[start:start + batch_size]
-            encodings = self._encoder.encode_batch([texts[i].strip() for i in rows])
-            ids = np.array([e.ids for e in encodings], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-            feed = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in self._inputs:
-                feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        encodings = self._encoder.encode_batch([t.strip() for t in texts])
+        lengths = [len(e.ids) for e in encodings]
+        order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+        start = 0
+        while start < len(order):
+            end = start + 1  # sorted ascending: the last row of a batch is its longest
+            while end < len(order) and end - start < batch_size \
+                    and (end - start + 1) * lengths[order[end]] <= token_budget:
+                end += 1
+            rows = order[start:end]
+            width = max(1, lengths[rows[-1]])
+            ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            types = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                e = encodings[i]
+                ids[r, :lengths[i]] = e.ids
+                mask[r, :lengths[i]] = e.attention_mask
+                types[r, :lengths[i]] = e.type_ids
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             hidden = self._session.run(None, {n: feed[n] for n in self._inputs})[0]
             weights = mask.astype(np.float32)[..., None]
             out[rows] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+            start = end
         return out
 
 
@@ -156,6 +174,9 @@ def _open(model: bytes | str, num_threads: int) -> Any:
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Idle worker threads sleep instead of spinning: on a shared machine (or several sessions
+    # encoding at once) spinning threads steal the cores the running ones need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
