@@ -307,11 +307,12 @@ def sections(text: str) -> list[Section]:
 
 def doc_sentences(doc: Any) -> list[tuple[int, int]]:
     spans = []
+    text = doc.text  # built from the tokens on every access: once
     for sent in doc.sents:
         start, end = sent.start_char, sent.end_char
-        while start < end and doc.text[start].isspace():
+        while start < end and text[start].isspace():
             start += 1
-        while end > start and doc.text[end - 1].isspace():
+        while end > start and text[end - 1].isspace():
             end -= 1
         if end > start:
             spans.append((start, end))
