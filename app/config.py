@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     role_policy: Path | None = None
     testing: bool = False
     session_lifetime_s: int = 3600
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token a scraper sends to GET /metrics (else an admin session).")
     fhir_timeout_s: float = 20.0
     max_attachment_bytes: int = 2_000_000
     max_documents: int = 2000

@@ -5,7 +5,9 @@ several ``content`` entries are the same document in other formats, so the
 first one that yields text wins (text/plain preferred, then HTML, then PDF).
 
 - inline ``data`` (base64) or ``url``: relative to the FHIR base, or absolute
-  inside it; any other url is refused and counted, never fetched with the token;
+  inside it; any other url is refused and counted, never fetched with the token.
+  The check is made on the url after percent-decoding (repeatedly) and with dot
+  segments refused outright, so ``fhir/%2e%2e/%2e%2e/x`` is not "inside the base";
 - text/plain honours ``charset`` (invalid bytes replaced, never fatal);
 - text/html becomes text (tags and scripts dropped, entities decoded);
 - application/pdf through pypdf with page and size caps;
@@ -21,6 +23,7 @@ import io
 import json
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import nh3
 
@@ -82,8 +85,34 @@ def decode_bytes(data: bytes, media: str, charset: str | None) -> str | None:
     return None
 
 
+def safe_reference(client: FhirClient, url: str) -> bool:
+    """May the token go to ``url``? Judged after percent-decoding and dot-segment checks.
+
+    The url is decoded until stable (at most three rounds: ``%252e`` is ``%2e`` is ``.``);
+    a dot segment (``.`` or ``..``), a backslash or a control character anywhere refuses it;
+    then the decoded url must be inside the FHIR base (``FhirClient.inside_base``).
+    """
+    decoded = url
+    for _ in range(3):
+        step = unquote(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    else:
+        return False  # still changing: nested encodings are not something a server sends
+    if "\\" in decoded or any(ord(ch) < 32 or ord(ch) == 127 for ch in decoded):
+        return False
+    if any(seg in (".", "..") for seg in urlsplit(decoded).path.split("/")):
+        return False
+    inside = getattr(client, "inside_base", None)
+    to_url = getattr(client, "url_for", None)
+    return inside is None or to_url is None or bool(inside(to_url(decoded)))
+
+
 def _fetch(client: FhirClient, url: str, media: str, max_bytes: int) -> tuple[bytes | None, str | None]:
     """Binary content by url, inside the FHIR base only, never more than the cap (base64 JSON ~4/3)."""
+    if not safe_reference(client, url):
+        return None, "foreign_url"
     body, reason, ctype = client.fetch_limited(url, accept="application/fhir+json",
                                                max_bytes=max_bytes * 4 // 3 + 4096)
     if body is None:

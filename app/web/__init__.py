@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 
-from app.errors import AppError
+from app.errors import AppError, AuthError
 from app.logging import event
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,26 @@ def register(app: Flask) -> None:
     app.extensions["smart_draft_web"] = WebState(app.extensions["smart_draft"])
     for bp in (launch.bp, chart.bp, drafts.bp, review.bp, health.bp, style.bp, admin.bp):
         app.register_blueprint(bp)
+
+    @app.before_request
+    def _metrics_need_auth() -> None:
+        """``/metrics``: an admin session, or ``Authorization: Bearer APP_METRICS_TOKEN``."""
+        if request.path != "/metrics":
+            return
+        token = current_app.extensions["smart_draft"].settings.metrics_token
+        sent = request.headers.get("Authorization", "")
+        if token is not None and token.get_secret_value() and sent.startswith("Bearer ") and \
+                hmac.compare_digest(sent[7:].encode(), token.get_secret_value().encode()):
+            return
+        from app.web.context import current
+
+        try:
+            role = current().role
+        except AppError:
+            role = None
+        if role != "admin":
+            raise AuthError("Metrics need an admin session or the scrape token (APP_METRICS_TOKEN).",
+                            code="metrics_unauthorized", http_status=401)
 
     @app.errorhandler(AppError)
     def _app_error(exc: AppError):  # type: ignore[no-untyped-def]
