@@ -70,7 +70,7 @@ def irae_figures(labels: list[dict], contracts: Mapping[str, dict]) -> dict[str,
         etp += len(pred.keys() & gold.keys())
         efp += len(pred.keys() - gold.keys())
         efn += len(gold.keys() - pred.keys())
-        for organ, ev in gold.items():
+        for organ in gold:
             organs.setdefault(organ, [0, 0])
             organs[organ][1] += 1
             organs[organ][0] += organ in pred

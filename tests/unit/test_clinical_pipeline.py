@@ -30,7 +30,7 @@ def test_sections_are_normalised_with_offsets():
     assert "Sulfa (hives)" in text[allergy.body_start:allergy.end]
     assert allergy.title == "Allergies"
     assert pipeline.section_at(secs, text.index("Sulfa")) == allergy
-    assert all(a.end <= b.start for a, b in zip(secs, secs[1:]))
+    assert all(a.end <= b.start for a, b in zip(secs, secs[1:], strict=False))
 
 
 def test_text_before_any_header_is_an_uncategorised_section():

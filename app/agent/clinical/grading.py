@@ -15,7 +15,8 @@ from app.agent.clinical.pipeline import load_yaml
 
 _I = re.IGNORECASE
 _ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5}
-GRADE = re.compile(r"(?:\bctcae\s*(?:v(?:ersion)?\.?\s*5(?:\.0)?\s*)?)?\b(?:grade|gr\.?)\s*[:#]?\s*([1-5]|iv|v|i{1,3})\b"
+GRADE = re.compile(r"(?:\bctcae\s*(?:v(?:ersion)?\.?\s*5(?:\.0)?\s*)?)?"
+                   r"\b(?:grade|gr\.?)\s*[:#]?\s*([1-5]|iv|v|i{1,3})\b"
                    r"|\bG([1-5])\b(?![-/]?\d)", _I)
 
 
@@ -30,7 +31,8 @@ def cue(name: str) -> re.Pattern[str]:
 
 
 _NOT_FACT = re.compile(r"\b(?:no|not|without|avoid\w*|risk|prevent\w*|monitor\w*|watch\w*|if|would|may|might|"
-                       r"could|consider\w*|denie[sd]|declined|unless|call|return|precautions|never)\b[^.;\n]{0,25}$", _I)
+                       r"could|consider\w*|denie[sd]|declined|unless|call|return|precautions|never)\b"
+                       r"[^.;\n]{0,25}$", _I)
 
 
 def fact(name: str, text: str) -> re.Match[str] | None:
@@ -80,7 +82,8 @@ def _ratio_uln(text: str) -> tuple[float, str] | None:
     for m in re.finditer(r"(\d+(?:\.\d+)?)\s*(?:x|×|times)\s*(?:the\s+)?(?:uln|upper limit)", low):
         ratios.append((float(m.group(1)), f"{m.group(1)} x ULN"))
     for m in re.finditer(r"\b(alt|ast|sgpt|sgot)\b\s*(?:of|was|is|:|=|up to|peaked at|peak)?\s*(\d{2,4})\b"
-                         r"(?:[^.;\n]{0,25}?\b(?:uln|ref(?:erence)?|normal|nl)\b[^\d]{0,12}(?:\d+\s*-\s*)?(\d{2,3}))?", low):
+                         r"(?:[^.;\n]{0,25}?\b(?:uln|ref(?:erence)?|normal|nl)\b[^\d]{0,12}"
+                         r"(?:\d+\s*-\s*)?(\d{2,3}))?", low):
         value = float(m.group(2))
         uln = float(m.group(3)) if m.group(3) else 40.0
         if uln >= 10:
@@ -104,7 +107,8 @@ def _stool_increase(text: str) -> tuple[int, str] | None:
     counts = [c for c in counts if c < 40]
     if not counts:
         return None
-    base = re.search(r"(?:baseline|usual(?:ly)?|normally)\s*(?:of|is|was|=|:)?\s*(\d+)|\((?:usual|baseline)\s*(\d+)\)", low)
+    base = re.search(r"(?:baseline|usual(?:ly)?|normally)\s*(?:of|is|was|=|:)?\s*(\d+)"
+                     r"|\((?:usual|baseline)\s*(\d+)\)", low)
     top = max(counts)
     if base:
         b = int(base.group(1) or base.group(2))
@@ -120,7 +124,8 @@ def _creatinine_ratio(text: str) -> tuple[float, str] | None:
         return float(m.group(1)), f"creatinine {m.group(1)} x baseline"
     vals = [float(v) for v in re.findall(r"\b(?:creatinine|creat|cr|scr)\b\s*(?:of|was|is|:|=|up to|rose to|peaked at)?"
                                          r"\s*(\d\.\d+|\d{1,2}\.\d)\b", low)]
-    base = re.search(r"baseline\s*(?:creatinine|cr)?\s*(?:of|was|is|:|=)?\s*(\d\.\d+)|(\d\.\d+)\s*(?:at\s*)?baseline", low)
+    base = re.search(r"baseline\s*(?:creatinine|cr)?\s*(?:of|was|is|:|=)?\s*(\d\.\d+)"
+                     r"|(\d\.\d+)\s*(?:at\s*)?baseline", low)
     if vals and base:
         b = float(base.group(1) or base.group(2))
         top = max(vals)
@@ -130,12 +135,14 @@ def _creatinine_ratio(text: str) -> tuple[float, str] | None:
 
 
 def _bsa(text: str) -> tuple[int, str] | None:
-    m = [int(x) for x in re.findall(r"(\d{1,3})\s*%\s*(?:of\s+)?(?:the\s+)?(?:total\s+)?(?:body surface area|bsa|tbsa)", text, _I)]
+    m = [int(x) for x in re.findall(
+        r"(\d{1,3})\s*%\s*(?:of\s+)?(?:the\s+)?(?:total\s+)?(?:body surface area|bsa|tbsa)", text, _I)]
     m += [int(x) for x in re.findall(r"\b(?:bsa|tbsa|body surface area)\b[^.;\d]{0,15}(\d{1,3})\s*%", text, _I)]
     return (max(m), f"{max(m)}% BSA") if m else None
 
 
-def infer_grade(group: str, term: str, text: str, *, treated: str | None, hormone: str | None) -> tuple[int | None, str]:
+def infer_grade(group: str, term: str, text: str, *, treated: str | None,
+                hormone: str | None) -> tuple[int | None, str]:
     """(grade, reason) from what the event's notes state; (None, "") when nothing supports a grade."""
     low = text.lower()
     if fact("death", low):
@@ -193,7 +200,8 @@ def infer_grade(group: str, term: str, text: str, *, treated: str | None, hormon
         return (2, f"treated with {treated}") if treated else (None, "")
     if group in ("thyroid", "pituitary", "adrenal", "diabetes"):
         if group == "diabetes":
-            if icu or (re.search(r"\bdka\b|ketoacidosis", low) and re.search(r"insulin (?:drip|infusion)|\bicu\b", low)):
+            dka = re.search(r"\bdka\b|ketoacidosis", low)
+            if icu or (dka and re.search(r"insulin (?:drip|infusion)|\bicu\b", low)):
                 return 4, "life-threatening diabetic ketoacidosis"
             if hosp or re.search(r"\bdka\b|ketoacidosis", low):
                 return 3, "hospitalisation (diabetic ketoacidosis)" if re.search(r"\bdka\b|ketoacidosis", low) \

@@ -28,7 +28,6 @@ with a canary name).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import warnings
 from collections.abc import Iterable, Iterator

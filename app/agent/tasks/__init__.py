@@ -33,6 +33,7 @@ TASKS = {
     "irae": TaskSpec(
         name="irae", title="Immune-related adverse event screen", document_types=NOTE_TYPES,
         queries=("immune checkpoint inhibitor pembrolizumab nivolumab ipilimumab atezolizumab",
+                 "durvalumab tremelimumab cemiplimab dostarlimab relatlimab retifanlimab toripalimab tislelizumab",
                  "colitis diarrhea", "hepatitis transaminases AST ALT", "pneumonitis cough dyspnea",
                  "thyroiditis hypothyroidism TSH", "rash dermatitis pruritus", "hypophysitis",
                  "myocarditis troponin", "nephritis creatinine", "steroids prednisone irAE grade"),
