@@ -169,3 +169,21 @@ def test_section_titles_map_to_categories():
     assert section_category("A/P") == "assessment"
     assert section_category("Planet of origin") is None  # "plan" must be a whole word
     assert section_category(None) is None
+
+
+def test_a_drug_class_named_in_the_plan_counts_but_not_in_the_allergy_list():
+    notes = [("p1", "2026-04-01T09:00:00+00:00",
+              "Allergies: dexamethasone (psychosis)\n\nMedications: metformin 1 g twice daily\n\n"
+              "Plan: start hydrocortisone 20 mg in the morning and 10 mg at noon for adrenal insufficiency.\n")]
+    draft, cited = ask(chart(notes), "Is she getting any corticosteroid?")
+    assert draft.answer_found and cited == {"p1"}
+    assert "hydrocortisone" in draft.text and "dexamethasone" not in draft.text
+
+
+def test_banners_and_bare_enumerators_are_never_answers():
+    notes = [("r1", "2026-02-02T09:00:00+00:00",
+              "MRI BRAIN WITHOUT CONTRAST\nPatient: Test Person    MRN: X-0001\n"
+              "Impression:\n1.\nNo acute intracranial abnormality.\n")]
+    draft, _ = ask(chart(notes), "What was the impression?")
+    assert draft.answer_found and "MRN" not in draft.text and "intracranial" in draft.text
+    assert "1." not in draft.text.split(":", 1)[1].split(";")[0]

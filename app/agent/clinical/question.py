@@ -192,6 +192,11 @@ class Note:
         return [ln for ln in self.lines() if ln.category in wanted and not ln.header]
 
 
+@functools.cache
+def _banner() -> tuple[re.Pattern[str], ...]:
+    return _regexes(vocab("topics.yaml")["banner"])
+
+
 def _chunk_lines(chunk: Chunk, use_pipeline: bool) -> list[Line]:
     text = chunk.text
     spans = split_sentences(text)
@@ -200,10 +205,13 @@ def _chunk_lines(chunk: Chunk, use_pipeline: bool) -> list[Line]:
     piped: list[Any] | None = None
     if category is None and use_pipeline and len(text.strip()) > 40:
         piped = _pipeline_sections(text)
+    banner = _banner()
     out: list[Line] = []
     for i, (s, e) in enumerate(spans):
         if any(s < be and bs < e for bs, be in blocked):
             continue  # text from a suspected injection is never quoted
+        if any(p.search(text[s:e]) for p in banner):
+            continue  # who wrote it, record numbers, a bare "1."
         cat, title, header = category, chunk.section, False
         if piped:
             sec = next((p for p in piped if p.start <= s < max(p.end, p.start + 1)), None)
@@ -270,6 +278,8 @@ class Topic:
     none_is_answer: bool
     fallback: tuple[re.Pattern[str], ...]
     modifiers: re.Pattern[str] | None = None
+    terms_anywhere: bool = False
+    not_in: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -279,7 +289,8 @@ def topics() -> tuple[Topic, ...]:
                        exclude=_regexes(t.get("exclude", [])), anywhere=bool(t.get("anywhere")),
                        none_is_answer=bool(t.get("none_is_answer")),
                        fallback=_regexes(t.get("fallback", [])),
-                       modifiers=_phrase_pattern(t.get("modifiers", [])))
+                       modifiers=_phrase_pattern(t.get("modifiers", [])),
+                       terms_anywhere=bool(t.get("terms_anywhere")), not_in=tuple(t.get("not_in", [])))
                  for t in vocab("topics.yaml")["topics"])
 
 
@@ -311,6 +322,22 @@ def drug_classes() -> dict[str, frozenset[str]]:
 @functools.cache
 def _drug_names() -> frozenset[str]:
     return frozenset(m for members in drug_classes().values() for m in members)
+
+
+def _is_filler(word: str) -> bool:
+    """A filler word or an inflection of one ("getting" ← get, "taking" ← take, "shows" ← show)."""
+    filler = _filler()
+    if word in filler:
+        return True
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 2:
+            base = word[: -len(suffix)]
+            variants = {base, base + "e"}
+            if len(base) >= 3 and base[-1] == base[-2]:
+                variants.add(base[:-1])  # getting → get
+            if variants & filler:
+                return True
+    return False
 
 
 def _stem(word: str) -> str:
@@ -378,7 +405,7 @@ def parse_question(question: str) -> ParsedQuestion:
     topic = primary[0] if primary else None
     if topic is not None and topic.modifiers is not None:
         rest = topic.modifiers.sub(" ", rest)
-    words = [w for w in _Q_WORD.findall(rest) if w not in _filler() and not w.isdigit()]
+    words = [w for w in _Q_WORD.findall(rest) if not _is_filler(w) and not w.isdigit()]
     classes, synonyms, drugs = drug_classes(), _synonym_index(), _drug_names()
     groups: list[TermGroup] = []
     i = 0
@@ -420,9 +447,10 @@ def _items(line: Line, parsed: ParsedQuestion) -> list[tuple[str, str]]:
     text = line.clean
     if not parsed.groups:
         return [(text, line.quote())]
-    if ";" in text:
+    listing = line.category in ("allergies", "medications", "immunizations")
+    if ";" in text and (listing or len(text) > 160):
         parts = [p.strip() for p in text.split(";")]
-    elif "," in text and (len(text) > 80 or line.category in ("allergies", "medications", "immunizations")):
+    elif "," in text and listing:
         parts = [p.strip() for p in text.split(",")]
     else:
         parts = [text]
@@ -463,7 +491,10 @@ def _may_hold(note: Note, parsed: ParsedQuestion, patterns: tuple[re.Pattern[str
 
 
 def _topic_lines(note: Note, topic: Topic, parsed: ParsedQuestion, where: str) -> list[Line]:
-    if where != "section" and not _may_hold(note, parsed, topic.lines if where == "anywhere" else topic.fallback):
+    if where in ("anywhere", "fallback") and not _may_hold(
+            note, parsed, topic.lines if where == "anywhere" else topic.fallback):
+        return []
+    if where == "terms" and not _may_hold(note, parsed):
         return []
     if where == "section" and parsed.groups and not _may_hold(note, parsed):
         return []
@@ -475,6 +506,8 @@ def _topic_lines(note: Note, topic: Topic, parsed: ParsedQuestion, where: str) -
         lines = [ln for ln in note.lines() if ln.category not in ("family", "education")
                  and any(p.search(ln.text) for p in topic.lines)]
         lines = [x for ln in lines for x in _list_block(note, ln)]
+    elif where == "terms":  # the asked item anywhere but the excluded sections
+        lines = [ln for ln in note.lines() if not ln.header and ln.category not in topic.not_in]
     else:  # fallback patterns anywhere
         lines = [ln for ln in note.lines() if ln.category not in ("family", "education")
                  and any(p.search(ln.text) for p in topic.fallback)]
@@ -519,8 +552,10 @@ def answer(tools: Tools, question: str) -> BackendResult:
     if topic is not None:
         label = None
         has_section = False
-        for where in ("section", "anywhere", "fallback"):
+        for where in ("section", "anywhere", "terms", "fallback"):
             if where == "anywhere" and not (topic.anywhere and topic.lines):
+                continue
+            if where == "terms" and not (topic.terms_anywhere and parsed.groups):
                 continue
             if where == "fallback" and (not topic.fallback or has_section):
                 continue
