@@ -141,6 +141,11 @@ def _cause_confirmed(sentence: str, spans: list[tuple[int, int]]) -> bool:
     return False
 
 
+def _drug_names_it(mods: dict[str, list[tuple[int, int, str]]], start: int) -> bool:
+    """"checkpoint inhibitor pneumonitis", "pembrolizumab colitis": the agent names the event."""
+    return any(0 <= start - b <= 2 for _a, b, _t in mods.get("ICI_MENTION", []))
+
+
 def _verdict(kind: str, mods: dict[str, list[tuple[int, int, str]]], section: str | None, sentence: str,
              span: tuple[int, int] = (0, 0)) -> str:
     if section in _IGNORED_SECTIONS:
@@ -160,7 +165,8 @@ def _verdict(kind: str, mods: dict[str, list[tuple[int, int, str]]], section: st
         return "negated"
     if "HYPOTHETICAL" in mods:
         return "hypothetical"
-    immune = "IMMUNE_ATTRIBUTION" in mods or ("CAUSAL" in mods and "ICI_MENTION" in mods)
+    immune = ("IMMUNE_ATTRIBUTION" in mods or ("CAUSAL" in mods and "ICI_MENTION" in mods)
+              or _drug_names_it(mods, span[0]))
     if "POSSIBLE_EXISTENCE" in mods and "PROBABLE_EXISTENCE" not in mods:
         return "uncertain"
     if "OTHER_CAUSE" in mods and not immune:
@@ -235,7 +241,8 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
         ent = r["ent"]
         verdict = _verdict(meta.get("kind", "diagnosis"), mods, r["section"], r["sentence"],
                            (ent.start_char, ent.end_char))
-        immune = "IMMUNE_ATTRIBUTION" in mods or ("CAUSAL" in mods and "ICI_MENTION" in mods)
+        immune = ("IMMUNE_ATTRIBUTION" in mods or ("CAUSAL" in mods and "ICI_MENTION" in mods)
+                  or _drug_names_it(mods, ent.start_char))
         treated = _first_text(mods, "IMMUNOSUPPRESSION")
         hormone = _first_text(mods, "HORMONE")
         attribution = "ici" if immune else ("treated" if treated or hormone else None)
@@ -349,9 +356,11 @@ def _quote(m: Mention) -> tuple[str, str] | None:
 
 
 def _evidence(ev: Event, limit: int = 3) -> list[Mention]:
+    """The note that first documents the event, then the best stated ones (grade, attribution)."""
     ranked = sorted(ev.mentions, key=lambda m: (m.explicit_grade is None, m.attribution != "ici",
                                                 m.attribution is None, m.date))
-    out: list[Mention] = []
+    first = [m for m in sorted(ev.mentions, key=lambda m: (m.date, m.attribution != "ici")) if _quote(m)][:1]
+    out: list[Mention] = list(first)
     for m in ranked:
         if all(m.note.document_id != o.note.document_id for o in out) and _quote(m):
             out.append(m)
