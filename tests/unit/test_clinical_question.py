@@ -187,3 +187,11 @@ def test_banners_and_bare_enumerators_are_never_answers():
     draft, _ = ask(chart(notes), "What was the impression?")
     assert draft.answer_found and "MRN" not in draft.text and "intracranial" in draft.text
     assert "1." not in draft.text.split(":", 1)[1].split(";")[0]
+
+
+def test_medications_without_a_list_come_from_lines_naming_a_drug():
+    notes = [("h1", "2026-01-10T09:00:00+00:00",
+              "Narrative: 70 year old with heart failure, maintained on furosemide 40 mg and carvedilol.\n"
+              "Allergies: iodinated contrast (hives)\n")]
+    draft, cited = ask(chart(notes), "What medications is he on?")
+    assert draft.answer_found and cited == {"h1"} and "furosemide" in draft.text and "contrast" not in draft.text

@@ -129,3 +129,12 @@ def test_large_chart_is_read_once_and_old_notes_are_never_split(monkeypatch):
     assert tools.calls == {("read_notes", ""): 1, ("conditions", ""): 1}
     split = sum(1 for n in seen[0].notes if n._lines is not None)
     assert 0 < split < 600, split  # the last 12 months at most, not the 3,000 notes
+
+
+def test_without_any_medication_list_the_summary_says_which_drugs_the_notes_name():
+    note = ("n1", "2026-05-05T09:00:00+00:00",
+            "Seen for follow-up. Takes atorvastatin nightly and metoprolol in the morning; no side effects.\n"
+            "Allergies: none known\n")
+    draft = run_task(chart([note]), TASKS["summary"], OfflineBackend())
+    (meds,) = _lines(draft, "Medications mentioned (no medication list found)")
+    assert "atorvastatin" in meds.text and meds.supported

@@ -280,6 +280,7 @@ class Topic:
     modifiers: re.Pattern[str] | None = None
     terms_anywhere: bool = False
     not_in: tuple[str, ...] = ()
+    fallback_drug_names: bool = False
 
 
 @functools.cache
@@ -290,7 +291,8 @@ def topics() -> tuple[Topic, ...]:
                        none_is_answer=bool(t.get("none_is_answer")),
                        fallback=_regexes(t.get("fallback", [])),
                        modifiers=_phrase_pattern(t.get("modifiers", [])),
-                       terms_anywhere=bool(t.get("terms_anywhere")), not_in=tuple(t.get("not_in", [])))
+                       terms_anywhere=bool(t.get("terms_anywhere")), not_in=tuple(t.get("not_in", [])),
+                       fallback_drug_names=bool(t.get("fallback_drug_names")))
                  for t in vocab("topics.yaml")["topics"])
 
 
@@ -338,6 +340,11 @@ def _is_filler(word: str) -> bool:
             if variants & filler:
                 return True
     return False
+
+
+@functools.cache
+def _drug_name_regex() -> re.Pattern[str]:
+    return _term_regex(_drug_names())
 
 
 def _stem(word: str) -> str:
@@ -491,8 +498,10 @@ def _may_hold(note: Note, parsed: ParsedQuestion, patterns: tuple[re.Pattern[str
 
 
 def _topic_lines(note: Note, topic: Topic, parsed: ParsedQuestion, where: str) -> list[Line]:
-    if where in ("anywhere", "fallback") and not _may_hold(
-            note, parsed, topic.lines if where == "anywhere" else topic.fallback):
+    if where == "anywhere" and not _may_hold(note, parsed, topic.lines):
+        return []
+    if where == "fallback" and not _may_hold(
+            note, parsed, topic.fallback + ((_drug_name_regex(),) if topic.fallback_drug_names else ())):
         return []
     if where == "terms" and not _may_hold(note, parsed):
         return []
@@ -508,9 +517,10 @@ def _topic_lines(note: Note, topic: Topic, parsed: ParsedQuestion, where: str) -
         lines = [x for ln in lines for x in _list_block(note, ln)]
     elif where == "terms":  # the asked item anywhere but the excluded sections
         lines = [ln for ln in note.lines() if not ln.header and ln.category not in topic.not_in]
-    else:  # fallback patterns anywhere
-        lines = [ln for ln in note.lines() if ln.category not in ("family", "education")
-                 and any(p.search(ln.text) for p in topic.fallback)]
+    else:  # fallback patterns (and, for medications, any drug of the vocabulary) anywhere
+        patterns = topic.fallback + ((_drug_name_regex(),) if topic.fallback_drug_names else ())
+        lines = [ln for ln in note.lines() if ln.category not in ("family", "education", *topic.not_in)
+                 and any(p.search(ln.text) for p in patterns)]
     lines = [ln for ln in lines if not any(p.search(ln.text) for p in topic.exclude)]
     if not topic.none_is_answer:
         lines = [ln for ln in lines if not _is_empty(ln)]
@@ -534,9 +544,17 @@ def _result(note: Note, lines: list[Line], parsed: ParsedQuestion, label: str | 
     title = label or (lines[0].title if lines[0].title else None)
     prefix = f"[{note.day}] " if note.day else ""
     body = "; ".join(texts)
-    text = prefix + (f"{_title_key(title).capitalize()}: {body}" if title else body)
+    text = prefix + (f"{_display_title(title)}: {body}" if title else body)
     return BackendResult(sentences=[ProposedSentence(text=text + ".", evidence=tuple(evidence))],
                          notes=[f"Answered from the {'oldest' if parsed.earliest else 'newest'} note that has it."])
+
+
+def _display_title(title: str) -> str:
+    """A section title for the answer: "HPI" stays, "VITAL SIGNS" and "vital signs" → "Vital signs"."""
+    t = _HEADER_PREFIX.sub("", title).strip().rstrip(":").strip()
+    if len(t) <= 4:
+        return t.upper() if t.isupper() else t
+    return t[:1].upper() + t[1:].lower()
 
 
 def _not_found() -> BackendResult:

@@ -9,7 +9,8 @@ walks the notes newest first, filling these slots and stopping each one when it 
   each cited with its newest verbatim mention in a note; one the notes never mention stays
   uncited, and the citation check marks it *unsupported*.
 - **Recent assessments**: non-routine lines of Assessment sections of the last 12 months.
-- **Current medications** and **allergies**: the newest note that lists them.
+- **Current medications** and **allergies**: the newest note that lists them (no medication list
+  anywhere: the newest lines naming a drug of ``vocab/synonyms.yaml``, said as such).
 - **Latest vital signs** (the newest note that records them; "none recorded" does not count)
   and **labs** (a labs section, a lab list, or lab values named with a number): the newest
   note naming each distinct test, up to ``limits.labs`` tests.
@@ -30,11 +31,21 @@ from datetime import datetime, timedelta
 
 from app.agent.backends import BackendResult, Tools
 from app.agent.citations import MIN_QUOTE_CHARS, ProposedSentence, normalise
-from app.agent.clinical.question import Line, Note, NoteSet, _list_block, _regexes, _title_key, vocab
+from app.agent.clinical.question import (
+    Line,
+    Note,
+    NoteSet,
+    _drug_name_regex,
+    _list_block,
+    _regexes,
+    _title_key,
+    vocab,
+)
 
 ACTIVE_STATUSES = frozenset({"active", "recurrence", "relapse", "unknown"})
 # sections whose lines are never lab results ("potassium" in "penicillin v potassium 250 mg")
 _NOT_LABS = frozenset({"family", "education", "medications", "allergies", "social", "ros"})
+_NO_MEDS = frozenset({"family", "education", "allergies"})
 
 
 @functools.cache
@@ -268,6 +279,14 @@ def summarize(tools: Tools) -> BackendResult:
                 events.append(_sentence(prefix, [ln], "Event"))
                 if len(events) >= _limit("events"):
                     break
+    if meds is None:  # no medication list in any note: the newest lines that name a drug
+        drug = _drug_name_regex()
+        for note in notes.newest_first():
+            lines = [ln for ln in note.lines() if not ln.header and ln.category not in _NO_MEDS
+                     and drug.search(ln.text) and _usable(ln)]
+            if lines:
+                meds = _sentence(_day(note), lines[:4], "Medications mentioned (no medication list found)")
+                break
     out = list(problems) + assessments
     out += [s for s in (meds, allergies, vitals) if s is not None] + labs
     out += encounters + events
