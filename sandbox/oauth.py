@@ -8,7 +8,9 @@
 - client_credentials with ``private_key_jwt`` (RFC 7523 s2.2; SMART 2.2.0
   "Backend Services"): RS384/ES384 assertions, ``aud`` = token endpoint,
   single-use ``jti``;
-- access tokens are RS256 JWTs (RFC 9068 shape) with SMART context claims.
+- access tokens are RS256 JWTs (RFC 9068 shape) with SMART context claims;
+- token revocation (RFC 7009, authlib's ``RevocationEndpoint``): revoking an access
+  or refresh token revokes every token of its grant (the code's family).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
@@ -87,6 +90,7 @@ class SmartAuthServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(CodeGrant, [S256Only(required=True), SmartOpenID(self)])
         self.register_grant(RefreshGrant)
         self.register_grant(BackendGrant)
+        self.register_endpoint(Revocation)
 
     # authlib hooks -------------------------------------------------------
     def query_client(self, client_id: str) -> Client | None:
@@ -151,6 +155,28 @@ class SmartAuthServer(AuthorizationServer):  # type: ignore[misc]
         if rec is None or rec.is_expired():
             return None
         return tok.claims, rec
+
+
+class Revocation(RevocationEndpoint):  # type: ignore[misc]
+    """RFC 7009 at ``/auth/revoke``: the grant's whole token family stops working at once."""
+
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
+        store = self.server.store
+        if token_type_hint != "access_token":
+            rec = store.refresh.get(token_string)
+            if rec is not None:
+                return rec
+        try:
+            jti = str(jwt.decode(token_string, self.server.key, algorithms=["RS256"]).claims.get("jti"))
+        except (JoseError, ValueError):
+            return None
+        return store.tokens.get(jti)
+
+    def revoke_token(self, token: TokenRecord, request: Any) -> None:
+        self.server.store.revoke_family(token.family)
+        log.info("revoked token family of client %s", token.client_id)
 
 
 class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]

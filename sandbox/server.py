@@ -98,18 +98,21 @@ class Sandbox:
         self.clients[client.client_id] = client
         return client
 
-    def create_launch(self, user: str, patient: str | None, encounter: str | None = None) -> str:
-        """A ``launch`` value bound to the EHR context (user, patient, encounter)."""
+    def create_launch(self, user: str, patient: str | None, encounter: str | None = None,
+                      browser: str | None = None) -> str:
+        """A single-use ``launch`` value bound to the EHR context (user, patient, encounter) and,
+        from the launcher, to the browser that opened it."""
         if user not in self.users:
             raise KeyError(f"unknown sandbox user {user!r}")
         u = self.users[user]
         ctx = LaunchContext(user=u.id, practitioner=u.practitioner, role=u.role, patient=patient,
                             encounter=encounter, need_patient_banner=True, smart_style_url=self.style_url)
-        return self.store.add_launch(ctx)
+        return self.store.add_launch(ctx, browser)
 
-    def launch_redirect(self, user: str, patient: str | None, encounter: str | None = None) -> str:
+    def launch_redirect(self, user: str, patient: str | None, encounter: str | None = None,
+                        browser: str | None = None) -> str:
         """The app launch URL with ``iss`` and a fresh ``launch``."""
-        launch = self.create_launch(user, patient, encounter)
+        launch = self.create_launch(user, patient, encounter, browser)
         sep = "&" if "?" in self.app_launch_url else "?"
         return f"{self.app_launch_url}{sep}{urlencode({'iss': self.fhir_base, 'launch': launch})}"
 

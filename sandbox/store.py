@@ -5,7 +5,9 @@ Models implement authlib's mixins. Rules enforced here:
   (RFC 6749 s4.1.2, RFC 9700 s4.5);
 - refresh tokens rotate: the old one is revoked on use (RFC 9700 s4.14.2);
 - launch values are opaque, bound to an EHR context, and expire
-  (SMART App Launch 2.2.0, "EHR launch", launch parameter).
+  (SMART App Launch 2.2.0, "EHR launch", launch parameter); they are single use
+  and, when the launcher made them, bound to the browser that opened it (a launch
+  URL opened in another browser is refused: no login CSRF).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.launches: dict[str, tuple[LaunchContext, float]] = {}
+        self.launches: dict[str, tuple[LaunchContext, float, str | None]] = {}
         self.codes: dict[str, AuthCode] = {}
         self.used_codes: set[str] = set()
         self.tokens: dict[str, TokenRecord] = {}  # by jti
@@ -112,17 +114,25 @@ class MemoryStore:
         self.jtis: dict[str, float] = {}  # client assertion jti -> expiry
 
     # launches ------------------------------------------------------------
-    def add_launch(self, ctx: LaunchContext) -> str:
+    def add_launch(self, ctx: LaunchContext, browser: str | None = None) -> str:
+        """A new launch value; ``browser`` binds it to the launcher's browser (its cookie)."""
         launch = secrets.token_urlsafe(24)
         with self._lock:
-            self.launches[launch] = (ctx, time.time() + LAUNCH_LIFETIME)
+            now = time.time()
+            self.launches = {k: v for k, v in self.launches.items() if v[1] >= now}
+            self.launches[launch] = (ctx, now + LAUNCH_LIFETIME, browser)
         return launch
 
-    def get_launch(self, launch: str) -> LaunchContext | None:
+    def take_launch(self, launch: str, browser: str | None) -> LaunchContext | None:
+        """The launch's context, once: used up by this call. None when unknown, expired, used,
+        or bound to another browser (then it stays unused for its own browser)."""
         with self._lock:
             item = self.launches.get(launch)
-        if item is None or time.time() > item[1]:
-            return None
+            if item is None or time.time() > item[1]:
+                return None
+            if item[2] is not None and item[2] != browser:
+                return None
+            del self.launches[launch]
         return item[0]
 
     # codes ---------------------------------------------------------------
@@ -165,6 +175,16 @@ class MemoryStore:
             rec = self.refresh.pop(refresh_token, None)
             if rec is not None:
                 rec.refresh_token = None
+
+    def revoke_family(self, family: str) -> int:
+        """Revoke every access and refresh token issued from one grant (RFC 7009 s2.1)."""
+        with self._lock:
+            recs = [r for r in self.tokens.values() if r.family == family]
+            for rec in recs:
+                rec.revoked = True
+                if rec.refresh_token:
+                    self.refresh.pop(rec.refresh_token, None)
+        return len(recs)
 
     def active(self, jti: str) -> TokenRecord | None:
         with self._lock:

@@ -42,8 +42,12 @@ class AuthorizeResult:
 
 def authorize(sb: Sandbox, *, client_id: str, redirect_uri: str, scope: str, launch: str | None = None,
               aud: str | None = None, challenge_method: str | None = "S256", with_challenge: bool = True,
-              extra: dict[str, str] | None = None, form: dict[str, str] | None = None) -> AuthorizeResult:
-    """GET /auth/authorize (or POST it with ``form`` for the standalone picker); no redirects followed."""
+              extra: dict[str, str] | None = None, form: dict[str, str] | None = None,
+              cookies: Any = None) -> AuthorizeResult:
+    """GET /auth/authorize (or POST it with ``form`` for the standalone picker); no redirects followed.
+
+    ``cookies``: the browser's cookies from the launcher (a launcher-made launch is bound to them).
+    """
     verifier, challenge = pkce_pair()
     params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
               "scope": scope, "state": secrets.token_urlsafe(16), "aud": aud or sb.fhir_base}
@@ -56,9 +60,10 @@ def authorize(sb: Sandbox, *, client_id: str, redirect_uri: str, scope: str, lau
     params.update(extra or {})
     url = sb.base_url + "/auth/authorize"
     if form is not None:
-        resp = requests.post(url, data={**params, **form}, allow_redirects=False, timeout=30)
+        resp = requests.post(url, data={**params, **form}, allow_redirects=False, timeout=30,
+                             cookies=cookies)
     else:
-        resp = requests.get(url, params=params, allow_redirects=False, timeout=30)
+        resp = requests.get(url, params=params, allow_redirects=False, timeout=30, cookies=cookies)
     location = resp.headers.get("Location", "")
     got = {k: v[0] for k, v in parse_qs(urlparse(location).query).items()}
     return AuthorizeResult(resp.status_code, location, got, verifier, resp.text)

@@ -3,7 +3,7 @@
 - ``GET /fhir/.well-known/smart-configuration`` (SMART App Launch 2.2.0 s"Conformance");
 - ``GET|POST /auth/authorize``: EHR launch (``launch`` bound to the signed-in
   EHR user: no login form) or standalone launch (user and patient picker);
-- ``POST /auth/token``, ``GET /auth/jwks`` (RFC 7517);
+- ``POST /auth/token``, ``POST /auth/revoke`` (RFC 7009), ``GET /auth/jwks`` (RFC 7517);
 - ``GET /launcher``: the EHR's "open app" page (SMART 2.2.0 "EHR launch");
 - ``GET /smart-style.json`` (SMART 2.2.0 "Styling").
 """
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from sandbox.server import Sandbox
 
 log = logging.getLogger(__name__)
+BROWSER_COOKIE = "sandbox_browser"  # binds a launch to the browser that opened the launcher
 
 CAPABILITIES = [
     "launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",
@@ -86,6 +88,7 @@ def create_web_app(sb: Sandbox) -> Flask:
             "jwks_uri": f"{sb.base_url}/auth/jwks",
             "authorization_endpoint": f"{sb.base_url}/auth/authorize",
             "token_endpoint": auth.token_endpoint,
+            "revocation_endpoint": f"{sb.base_url}/auth/revoke",
             "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post",
                                                       "private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
@@ -111,6 +114,12 @@ def create_web_app(sb: Sandbox) -> Flask:
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
+    @app.post("/auth/revoke")
+    def revoke() -> Response:
+        resp: Response = auth.create_endpoint_response("revocation")
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
     @app.route("/auth/authorize", methods=["GET", "POST"])
     def authorize() -> Any:
         try:
@@ -121,11 +130,12 @@ def create_web_app(sb: Sandbox) -> Flask:
         granted = sc.split(grant.request.scope)
         launch = params.get("launch")
         if launch:
-            ctx = sb.store.get_launch(launch)
-            if ctx is None or "launch" not in granted:
+            ctx = sb.store.take_launch(launch, request.cookies.get(BROWSER_COOKIE)) \
+                if "launch" in granted else None
+            if ctx is None:
                 return _auth_error(InvalidRequestError(
-                    "Unknown or expired 'launch', or the 'launch' scope is missing",
-                    redirect_uri=grant.redirect_uri))
+                    "Unknown, expired or already used 'launch', a launch opened in another "
+                    "browser, or the 'launch' scope is missing", redirect_uri=grant.redirect_uri))
             log.info("EHR launch authorized for client %s", grant.client.client_id)
             return auth.create_authorization_response(grant=grant, grant_user=_narrow(ctx, granted))
         if request.method == "POST" and params.get("user") in sb.users:
@@ -152,8 +162,13 @@ def create_web_app(sb: Sandbox) -> Flask:
         if args.get("go") and args.get("user"):
             if args["user"] not in sb.users:
                 return Response("Unknown user", status=400)
-            return redirect(sb.launch_redirect(args["user"], args.get("patient") or None,
-                                               args.get("encounter") or None), code=302)
+            browser = request.cookies.get(BROWSER_COOKIE) or secrets.token_urlsafe(24)
+            resp = redirect(sb.launch_redirect(args["user"], args.get("patient") or None,
+                                               args.get("encounter") or None, browser=browser),
+                            code=302)
+            resp.set_cookie(BROWSER_COOKIE, browser, httponly=True, samesite="Lax",
+                            path="/auth/authorize")
+            return resp
         return render_template_string(PAGE, title="Sandbox EHR: launch the app", method="get",
                                       action="/launcher", hidden=[], users=list(sb.users.values()),
                                       patients=patient_choices(sb.sekmet_base), user=user, patient=patient,

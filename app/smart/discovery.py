@@ -38,6 +38,7 @@ class SmartConfiguration:
     capabilities: frozenset[str]
     code_challenge_methods: tuple[str, ...]
     token_auth_methods: tuple[str, ...]
+    revocation_endpoint: str | None = None  # RFC 7009, when the EHR advertises one
 
     @property
     def permission_v2(self) -> bool:
@@ -49,7 +50,8 @@ class SmartConfiguration:
                 "authorization_endpoint": self.authorization_endpoint, "token_endpoint": self.token_endpoint,
                 "jwks_uri": self.jwks_uri, "capabilities": sorted(self.capabilities),
                 "code_challenge_methods": list(self.code_challenge_methods),
-                "token_auth_methods": list(self.token_auth_methods)}
+                "token_auth_methods": list(self.token_auth_methods),
+                "revocation_endpoint": self.revocation_endpoint}
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> SmartConfiguration:
@@ -57,7 +59,8 @@ class SmartConfiguration:
                    authorization_endpoint=data["authorization_endpoint"], token_endpoint=data["token_endpoint"],
                    jwks_uri=data.get("jwks_uri"), capabilities=frozenset(data.get("capabilities") or ()),
                    code_challenge_methods=tuple(data.get("code_challenge_methods") or ()),
-                   token_auth_methods=tuple(data.get("token_auth_methods") or ()))
+                   token_auth_methods=tuple(data.get("token_auth_methods") or ()),
+                   revocation_endpoint=data.get("revocation_endpoint"))
 
     @classmethod
     def from_json(cls, fhir_base: str, doc: dict) -> SmartConfiguration:
@@ -82,6 +85,7 @@ class SmartConfiguration:
             capabilities=frozenset(c for c in doc.get("capabilities", []) if isinstance(c, str)),
             code_challenge_methods=tuple(doc.get("code_challenge_methods_supported") or ()),
             token_auth_methods=tuple(doc.get("token_endpoint_auth_methods_supported") or ()),
+            revocation_endpoint=resolve(doc.get("revocation_endpoint")),
         )
 
 

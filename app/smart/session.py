@@ -62,3 +62,17 @@ class SessionTokens(TokenProvider):
             return self.current().jti
         except AuthError:
             return None
+
+
+def end_session(store: SessionStore, sid: str, config: SmartConfiguration | None, client_id: str,
+                http: requests.Session, client_auth=None) -> bool:  # type: ignore[no-untyped-def]
+    """End one launch session: revoke its tokens at the EHR (RFC 7009, when advertised), then
+    delete the server-side copy. Returns whether the EHR accepted a revocation."""
+    from app.smart.tokens import revoke
+
+    loaded = store.load(sid)
+    revoked = False
+    if loaded is not None and config is not None:
+        revoked = revoke(http, config, loaded[1], client_id=client_id, client_auth=client_auth) > 0
+    store.delete(sid)
+    return revoked

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -214,3 +215,38 @@ def refresh(
     new = _token_set(body, {}, previous=tokens)
     # A narrower scope in the refresh response replaces the old one (grants may shrink).
     return replace(new, scope=str(body.get("scope") or tokens.scope))
+
+
+def revoke(
+    session: requests.Session,
+    config: SmartConfiguration,
+    tokens: TokenSet,
+    *,
+    client_id: str,
+    client_auth: Callable[[str], tuple[dict[str, str] | None, tuple[str, str] | None]] | None = None,
+    timeout: float = 10.0,
+) -> int:
+    """Revoke the refresh and access tokens at the EHR (RFC 7009); returns how many were accepted.
+
+    Only when the EHR advertises a ``revocation_endpoint``. The refresh token goes first (RFC
+    7009 s2.1: revoking it may revoke the access tokens of the same grant). ``client_auth``
+    (endpoint -> form fields, basic auth) is called per request: a private_key_jwt assertion
+    is single use. Best effort: the caller deletes the server-side copy whatever happens here,
+    and a failure is never an error for a user who is signing out; no token is ever logged.
+    """
+    if not config.revocation_endpoint:
+        return 0
+    done = 0
+    for value, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
+        if not value:
+            continue
+        form, basic = client_auth(config.token_endpoint) if client_auth else (None, None)
+        data = {"token": value, "token_type_hint": hint}
+        data.update(form or ({} if basic else {"client_id": client_id}))
+        try:
+            resp = session.post(config.revocation_endpoint, data=data, timeout=timeout, auth=basic,
+                                headers={"Accept": "application/json"})
+        except requests.RequestException:
+            continue
+        done += resp.status_code == 200  # RFC 7009 s2.2: 200 also for an already invalid token
+    return done

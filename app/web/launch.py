@@ -19,7 +19,7 @@ from app.smart import launch as smart_launch
 from app.smart.discovery import discover
 from app.smart.identity import practitioner_reference, resolve_role
 from app.smart.scopes import spell_for_server
-from app.smart.session import SessionTokens
+from app.smart.session import SessionTokens, end_session
 from app.smart.tokens import exchange_code
 from app.web.state import LaunchState
 
@@ -84,9 +84,11 @@ def callback():  # type: ignore[no-untyped-def]
                         code="no_patient")
     sid = secrets.token_urlsafe(32)
     s.sessions.save(sid, pending.iss, tokens)
+    earlier = _browser_sessions()
     session.clear()
     session["sid"] = sid
     session.permanent = True
+    end_sessions(earlier)  # a re-launch ends this browser's earlier session (tokens revoked)
     user_ref = practitioner_reference(tokens.fhir_user)
     client = AuditedFhirClient(pending.iss, SessionTokens(s.sessions, sid, config, settings.client_id, http,
                                                             s.client_auth),
@@ -124,19 +126,38 @@ def connect():  # type: ignore[no-untyped-def]
         raise LaunchError("That is not a FHIR patient id (letters, digits, '-' and '.', at most 64).",
                           code="bad_patient_id")
     sid = secrets.token_urlsafe(32)
+    earlier = _browser_sessions()
     session.clear()
     session["sid"] = sid
+    end_sessions(earlier)
     web_state().put(LaunchState(sid=sid, fhir_base=base, config=None, patient_id=patient,
                                 user_reference=None, role="clinician", unauthenticated=True))
     event(log, "connect.open_server", patient=opaque(patient), url=opaque(base))
     return redirect(url_for("chart.chart"))
 
 
+def _browser_sessions() -> list[str]:
+    """The launch sessions this browser's cookie names (at most one: a re-launch ends the last)."""
+    sid = session.get("sid")
+    return [sid] if isinstance(sid, str) and sid else []
+
+
+def end_sessions(sids: list[str]) -> None:
+    """End launch sessions: revoke their tokens at the EHR when it advertises a
+    ``revocation_endpoint`` (RFC 7009), delete the server-side tokens, drop the chart and state."""
+    s = services()
+    for sid in sids:
+        state = web_state().get(sid)
+        revoked = end_session(s.sessions, sid, state.config if state else None, s.settings.client_id,
+                              requests.Session(), s.client_auth)
+        web_state().drop(sid)
+        event(log, "session.ended", ok=revoked)
+
+
 @bp.post("/logout")
 def logout():  # type: ignore[no-untyped-def]
-    sid = session.get("sid")
-    if sid:
-        services().sessions.delete(sid)
-        web_state().drop(sid)
+    """Sign out: every session of this browser ends, and its tokens are revoked at the EHR."""
+    earlier = _browser_sessions()
     session.clear()
+    end_sessions(earlier)
     return redirect(url_for("chart.signed_out"))

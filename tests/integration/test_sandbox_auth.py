@@ -56,7 +56,7 @@ def test_full_ehr_launch(sb):
     q = {k: v[0] for k, v in parse_qs(loc.query).items()}
     assert loc.path == "/launch" and q["iss"] == sb.fhir_base
     res = authorize(sb, client_id=APP, redirect_uri=sb.redirect, scope=SCOPE, launch=q["launch"],
-                    extra={"nonce": "n-123"})
+                    extra={"nonce": "n-123"}, cookies=resp.cookies)  # the launcher's browser
     assert res.status == 302 and res.location.startswith(sb.redirect), res.body
     tok = exchange(sb, res.params["code"], client_id=APP, redirect_uri=sb.redirect, verifier=res.verifier)
     assert tok.status_code == 200, tok.text
