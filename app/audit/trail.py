@@ -8,8 +8,9 @@ canonical JSON of one R4 AuditEvent (``sort_keys``, compact separators) and
 
 ``verify()`` walks the chain and reports the first entry that was edited,
 deleted or moved. Appends are serialised by a process lock and, across
-processes, by a UNIQUE constraint on ``prev_hash``: two writers that read the
-same tail cannot both link to it; the loser retries on the new tail.
+processes, by a UNIQUE constraint on ``prev_hash`` and the primary key ``seq``
+(tail + 1, set by the writer; on SQLite and PostgreSQL alike): two writers
+that read the same tail cannot both link to it; the loser retries on the new tail.
 
 PHI guard (STANDARDS "No note text"; STYLE "de-identification by allowlist"):
 ``append`` accepts only elements on an allowlist of AuditEvent paths (codes,
@@ -161,13 +162,15 @@ class AuditTrail:
     def _append_once(self, body: str, recorded: str) -> AuditEntry:
         with self._maker() as session, session.begin():
             tail = session.execute(
-                select(AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-            ).scalar_one_or_none()
-            prev = tail or GENESIS_HASH
-            entry = AuditEntry(recorded=recorded, event_json=body, prev_hash=prev,
-                               hash=chain_hash(prev, body))
+                select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+            ).first()
+            prev = tail.hash if tail else GENESIS_HASH
+            # seq given, not drawn from a sequence: PostgreSQL burns sequence values on a lost race,
+            # which would read as deleted entries; a racing writer fails on the primary key or prev_hash
+            entry = AuditEntry(seq=(tail.seq + 1) if tail else 1, recorded=recorded, event_json=body,
+                               prev_hash=prev, hash=chain_hash(prev, body))
             session.add(entry)
-            session.flush()  # assigns seq
+            session.flush()
             session.expunge(entry)  # keep loaded values whatever expire_on_commit says
         return entry
 

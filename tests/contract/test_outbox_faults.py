@@ -83,7 +83,7 @@ class Restartable:
     """One database file; ``outbox()`` opens it as a freshly started process would."""
 
     def __init__(self, path) -> None:  # type: ignore[no-untyped-def]
-        self.url = f"sqlite:///{path}"
+        self.url = str(path) if "://" in str(path) else f"sqlite:///{path}"  # a file or a database URL
         create_tables(make_engine(self.url))
 
     def outbox(self) -> Outbox:
@@ -99,8 +99,8 @@ def fake():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def db(tmp_path) -> Restartable:  # type: ignore[no-untyped-def]
-    return Restartable(tmp_path / "app.db")
+def db(database_url) -> Restartable:  # type: ignore[no-untyped-def]
+    return Restartable(database_url)  # SQLite and PostgreSQL (tests/conftest.py)
 
 
 def _prepare(db: Restartable, mode: str, run_id: str = "run-1") -> None:

@@ -229,8 +229,8 @@ class FakeFhir:
 
 # --- fixtures -----------------------------------------------------------------------------
 @pytest.fixture
-def maker(tmp_path):  # type: ignore[no-untyped-def]
-    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+def maker(database_url):  # type: ignore[no-untyped-def]
+    engine = make_engine(database_url)  # SQLite and PostgreSQL (tests/conftest.py)
     create_tables(engine)
     return make_sessionmaker(engine)
 
@@ -326,12 +326,15 @@ def test_lost_acknowledgement_is_not_written_twice(outbox, fake) -> None:  # typ
     assert written["provenance"] and outbox.get("run-1")["state"] == "sent"
 
 
-def test_outbox_put_is_idempotent_and_payload_encrypted(outbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_outbox_put_is_idempotent_and_payload_encrypted(outbox, maker) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
     assert outbox.put("run-1", BASE, {"resourceType": "Bundle", "marker": CANARY}) is True
     assert outbox.put("run-1", BASE, {"resourceType": "Bundle", "marker": "second"}) is False
     assert outbox.payload("run-1")["marker"] == CANARY
-    raw = (tmp_path / "t.db").read_bytes()
-    assert b"Canarywhistle" not in raw
+    with maker() as db:  # every column of the row as stored (SQLite or PostgreSQL)
+        raw = " ".join(str(v) for row in db.execute(text("SELECT * FROM outbox")).all() for v in row)
+    assert "Canarywhistle" not in raw
     assert "Canarywhistle" not in json.dumps(outbox.all())
 
 

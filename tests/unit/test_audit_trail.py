@@ -6,7 +6,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -22,8 +21,8 @@ JTI = "jti-7f3a9c"
 
 
 @pytest.fixture()
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path}/a.db")
+def engine(database_url: str) -> Iterator[Engine]:  # SQLite and PostgreSQL (tests/conftest.py)
+    eng = make_engine(database_url)
     Base.metadata.create_all(eng, tables=[Base.metadata.tables["audit_entries"]])
     yield eng
     eng.dispose()
