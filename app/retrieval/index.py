@@ -170,10 +170,11 @@ class ChunkIndex:
         if not query_tokens:
             return []
         scores = np.asarray(retriever.get_scores(list(query_tokens)), dtype=np.float64)
-        rows = np.arange(len(self._chunks)) if allowed is None else allowed
+        rows = np.arange(len(self._chunks)) if allowed is None else np.sort(allowed)
         rows = rows[scores[rows] > 0]
-        order = sorted(rows.tolist(), key=lambda r: (-scores[r], r))[:depth]
-        return [(r, float(scores[r])) for r in order]
+        # best first, ties by row: a stable sort of the negated scores over ascending rows
+        order = rows[np.argsort(-scores[rows], kind="stable")[:depth]]
+        return [(int(r), float(scores[r])) for r in order]
 
     def search(
         self,

@@ -69,7 +69,7 @@ def ensure_chart(state: LaunchState) -> PatientChart:
     s = services()
     client = client_for(state)
     chart = open_chart(client, state.patient_id, grants=grants_for(state), role=state.role,
-                       policy=s.policy, embedder=s.embedder,
+                       policy=s.policy, embedder=lambda: s.embedder,  # a model still loading overlaps the reads
                        max_attachment_bytes=s.settings.max_attachment_bytes,
                        max_documents=s.settings.max_documents,
                        cache=shared_cache(current_app.extensions, s.settings))
