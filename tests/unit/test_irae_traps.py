@@ -285,3 +285,37 @@ def test_the_screen_uses_only_read_notes():
     result = screen(tools)
     assert {e["organ"] for e in result.findings["events"]} == {"gastrointestinal"}
     assert all(cid != hidden.id for s in result.sentences for cid, _q in s.evidence)
+
+
+# ---- other styles: telegraphic, abbreviations, brand names, consult language -------------
+@pytest.mark.parametrize(("text", "organ", "grade"), [
+    ("Pt developed grade 3 transaminitis attributed to Keytruda; LFTs 8x ULN.", "hepatic", 3),
+    ("Hypophysitis (ipi-induced) with low ACTH, on hydrocortisone 20/10.", "endocrine", 2),
+    ("CTCAE G2 pneumonitis, prednisone 1 mg/kg.", "pulmonary", 2),
+    ("SJS secondary to pembrolizumab, admitted to the burn unit.", "dermatologic", 3),
+    ("Guillain-Barre syndrome felt related to nivolumab; admitted, IVIG started.", "neurologic", 3),
+    ("AIN on biopsy, likely from pembrolizumab; creatinine 2.9 from baseline 0.8.", "renal", 3),
+    ("irAE colitis G2 -> budesonide.", "gastrointestinal", 2),
+    ("Myocarditis on pembrolizumab, troponin 1.2, admitted to the ICU.", "cardiac", 4),
+    ("Impression: ICI-associated hepatitis. ALT 310, AST 280 (ULN 40).", "hepatic", 3),
+    ("A: checkpoint-inhibitor myositis (CK 4,500) with proximal weakness; admitted for IV steroids.",
+     "musculoskeletal", 3),
+    ("TSH 0.01, FT4 high - thyroiditis 2/2 durvalumab.", "endocrine", None),
+])
+def test_events_written_in_other_styles(text, organ, grade):
+    _r, events, _c, _v = run([START, ("2026-02-10", text)])
+    assert set(events) == {organ}
+    assert grade is None or events[organ]["ctcae_grade"] == grade
+
+
+@pytest.mark.parametrize("text", [
+    "Hx of pneumonitis on prior pembrolizumab in 2019, resolved.",
+    "r/o immune hepatitis; LFTs pending.",
+    "Return precautions given for colitis symptoms.",
+    "Colitis: none. Rash: none. Cough: none.",
+    "Diarrhea grade 2 from irinotecan, not related to the immunotherapy.",
+    "Hyperglycemia from dexamethasone premedication.",
+    "Transaminitis due to liver metastases (biopsy-proven).",
+])
+def test_non_events_written_in_other_styles(text):
+    assert organs([START, ("2026-02-10", text)]) == set()
