@@ -23,5 +23,7 @@ def test_quick_benchmark_writes_its_json(tmp_path: Path, capsys) -> None:  # typ
     assert result["notes"] > 0 and result["chunks"] >= result["notes"]
     assert result["launch"]["warm_embedded"] == 0  # the re-launch embedded nothing
     assert result["launch"]["cold_embedded"] + result["launch"]["cold_from_cache"] == result["chunks"]
+    assert result["launch"]["cold_embedded"] > 0  # cold starts from an empty cache file
+    assert "launch_synthetic_data" in result and "synthetic_data_queries" in result
     assert result["dense_index"][0]["hnsw_recall_at_5"] > 0.5
     assert "launch→ready" in capsys.readouterr().out
