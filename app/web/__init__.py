@@ -68,6 +68,13 @@ def register(app: Flask) -> None:
             return jsonify(exc.to_dict()), exc.http_status
         return render_template("error.html", error=exc, next_step=NEXT_STEPS.get(exc.code)), exc.http_status
 
+    @app.errorhandler(413)
+    def _too_large(_exc):  # type: ignore[no-untyped-def]
+        limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+        err = AppError(f"The request is too large (at most {limit:,} bytes).",
+                       code="request_too_large", http_status=413)
+        return _app_error(err)
+
     @app.errorhandler(404)
     def _not_found(_exc):  # type: ignore[no-untyped-def]
         err = AppError("This page does not exist.", code="not_found", http_status=404)

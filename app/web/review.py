@@ -37,12 +37,14 @@ def _written(state, run_id: str) -> tuple[str, str]:  # type: ignore[no-untyped-
 @bp.post("/drafts/<run_id>/review")
 def review(run_id: str):  # type: ignore[no-untyped-def]
     state = current()
+    action = request.form.get("action")
+    if action == "edit":
+        check_edit(request.form.get("text", ""))  # size first: before any lookup or request (413)
     draft = state.drafts.get(run_id)
     if draft is None:
         abort(404)
     doc_id, version = _written(state, run_id)
     svc = _service(state)
-    action = request.form.get("action")
     try:
         if action == "approve":
             out = svc.approve(doc_id, version, unsupported=draft.unsupported,
@@ -100,11 +102,13 @@ def api_review(run_id: str):  # type: ignore[no-untyped-def]
     "ack_unsupported"?: bool}``. A 409 ``review_conflict`` carries what changed."""
     state = current()
     body = parse_body(ReviewRequest)
+    action = body.action
+    text, reason = body.text or "", body.reason or ""
+    if action == "edit":
+        check_edit(text)  # size first: before any lookup or request (413)
     draft = state.drafts.get(run_id)
     if draft is None:
         abort(404)
-    action = body.action
-    text, reason = body.text or "", body.reason or ""
     svc = _service(state)
     result = state.results.get(run_id) or {}
     ack = body.ack_unsupported

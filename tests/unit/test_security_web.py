@@ -145,3 +145,18 @@ def test_fuzz_every_json_route_body_never_500(tmp_path_factory, route, data) -> 
     assert resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True)[:300])
     if resp.status_code >= 400:
         assert resp.get_json()["error"]["code"]  # a stable code, never a bare crash page
+
+
+def test_oversized_edits_are_a_413_before_any_work(web) -> None:  # type: ignore[no-untyped-def]
+    from app.review.workflow import MAX_EDIT_CHARS
+
+    client, headers, run_id = web
+    over = client.post(f"/api/drafts/{run_id}/review", headers=headers,
+                       json={"action": "edit", "text": "x" * (MAX_EDIT_CHARS + 1)})
+    assert over.status_code == 413 and over.get_json()["error"]["code"] == "edit_too_large"
+    huge = client.post(f"/api/drafts/{run_id}/review", headers=headers,
+                       json={"action": "edit", "text": "x" * 1_000_000})
+    assert huge.status_code == 413 and huge.get_json()["error"]["code"] == "request_too_large"
+    form = client.post(f"/drafts/{run_id}/review", headers=headers,
+                       data={"action": "edit", "text": "x" * (MAX_EDIT_CHARS + 1)})
+    assert form.status_code == 413
