@@ -319,3 +319,17 @@ def test_events_written_in_other_styles(text, organ, grade):
 ])
 def test_non_events_written_in_other_styles(text):
     assert organs([START, ("2026-02-10", text)]) == set()
+
+
+def test_an_event_attributed_to_a_named_agent_implies_exposure():
+    notes = [("2026-02-10", "Referred by outside oncology. Assessment: hepatitis secondary to tislelizumab, "
+                            "ALT 260 (ULN 40); prednisone 1 mg/kg.")]
+    result, events, _c, _v = run(notes)
+    assert result.findings["on_ici"] and events["hepatic"]["ctcae_grade"] == 3
+
+
+@pytest.mark.parametrize("sentence", ["Nivolumab x4 then maintenance.", "Pembrolizumab #6 today.",
+                                      "Week 9 of durvalumab consolidation."])
+def test_dose_counts_are_exposure(sentence):
+    notes = [("2026-01-05", sentence), ("2026-02-10", "Impression: immune-mediated nephritis, prednisone.")]
+    assert organs(notes) == {"renal"}

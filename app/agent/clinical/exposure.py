@@ -42,6 +42,7 @@ class Exposure:
     agents: set[str] = field(default_factory=set)
     remote_courses: list[str] = field(default_factory=list)  # document ids
     not_given: list[str] = field(default_factory=list)
+    implied: bool = False  # no dose documented, but an event is attributed to a named agent
 
 
 def is_remote(m: IciMention) -> bool:

@@ -231,6 +231,18 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
         ici_mentions.extend(ici)
         all_rows.extend((note, r) for r in rows)
     exposure = find_exposure(ici_mentions)
+    if not exposure.on_ici:
+        # an event the notes attribute to a named agent implies the agent was given, unless every
+        # mention of an agent in that note says it was not
+        not_given = set(exposure.not_given)
+        for note, r in all_rows:
+            mods = r["mods"]
+            named = "ICI_MENTION" in mods and ("CAUSAL" in mods or _drug_names_it(mods, r["ent"].start_char))
+            if (named and note.document_id not in not_given and r["meta"].get("kind") == "diagnosis"
+                    and _verdict("diagnosis", mods, r["section"], r["sentence"],
+                                 (r["ent"].start_char, r["ent"].end_char)) == "affirmed"):
+                exposure.on_ici, exposure.implied = True, True
+                break
     pre_existing = {(r["meta"]["organ"], r["meta"]["group"]) for note, r in all_rows
                     if exposure.first_dose and note.date < exposure.first_dose
                     and not ({"NEGATED_EXISTENCE", "HYPOTHETICAL", "FAMILY", "POSSIBLE_EXISTENCE"} & set(r["mods"]))
