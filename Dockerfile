@@ -11,6 +11,7 @@ WORKDIR /srv/app
 
 COPY pyproject.toml requirements.txt requirements-nodeps.txt ./
 COPY app ./app
+COPY deploy ./deploy
 COPY sandbox ./sandbox
 # CPU torch pinned first so nothing pulls a CUDA build.
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
@@ -21,5 +22,7 @@ USER app
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"
-# One worker holds a launch session's index in memory; threads serve concurrent requests.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "1", "--threads", "8", "--timeout", "300", "app.wsgi:application"]
+# Stateless workers (docs/operations.md): 4 gthread workers sharing only the database; set
+# APP_DATABASE_URL=postgresql+psycopg://... to share it across containers. The master migrates first.
+ENV GUNICORN_BIND=0.0.0.0:8000 GUNICORN_WORKERS=4 GUNICORN_THREADS=8
+CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "app.wsgi:application"]
