@@ -164,7 +164,7 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
         store = self.server.store
-        if token_type_hint != "access_token":
+        if token_type_hint != "access_token":  # noqa: S105 - a hint name, not a secret
             rec = store.refresh.get(token_string)
             if rec is not None:
                 return rec

@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from rapidfuzz.distance import Levenshtein
+from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from app.errors import AppError, FhirError, PermissionDenied, UpstreamError

@@ -25,7 +25,7 @@ from app.agent.tasks import get_task
 from app.retrieval.bundles import BundleClient
 from app.retrieval.embeddings import HashingEmbedder
 from app.retrieval.indexer import load_chart
-from app.retrieval.policy import RolePolicy, decide_resource, document_meta, decide, AccessContext
+from app.retrieval.policy import AccessContext, RolePolicy, decide, decide_resource, document_meta
 from app.smart.scopes import Grants
 from app.web.state import LaunchState
 from app.writeback.builders import DraftSpec, SourceDocument, create_document_reference
