@@ -142,7 +142,8 @@ def test_names_identifiers_and_dates_are_pseudonymised_before_the_call(chart, fa
 def test_529_overloaded_is_retried_then_succeeds(chart, fake, backend):
     fake.enqueue(overloaded, search(), submit_quoting(r"pneumonitis"))
     draft = run_task(chart, TASKS["summary"], backend)
-    assert draft.status == "completed" and backend.sleeps == [0.5]
+    # one retry, after the policy's first jittered backoff (app/retry.py)
+    assert draft.status == "completed" and len(backend.sleeps) == 1 and 0 < backend.sleeps[0] <= 0.5
 
 
 def test_overloaded_every_time_fails_without_leaking_text(chart, fake, backend, caplog):

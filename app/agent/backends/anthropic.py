@@ -78,7 +78,7 @@ class AnthropicBackend:
                 if exc.status_code not in RETRYABLE_STATUS:
                     raise FatalUpstreamError(f"The model endpoint refused the request (HTTP {exc.status_code}).",
                                              code="model_refused") from None
-                raise RetryableCall(f"http_{exc.status_code}") from None
+                raise RetryableCall(f"http_{exc.status_code}", getattr(exc.response, "headers", None)) from None
             except (anthropic.APIConnectionError, anthropic.APITimeoutError):
                 raise RetryableCall("network") from None
 

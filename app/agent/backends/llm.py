@@ -31,9 +31,10 @@ from app.config import Settings
 from app.errors import ConfigError, TemporaryUpstreamError
 from app.logging import event
 from app.retrieval.chunking import Chunk
+from app.retry import ANTHROPIC_RETRYABLE, policy
 
 log = logging.getLogger(__name__)
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
+RETRYABLE_STATUS = ANTHROPIC_RETRYABLE  # the one retry policy's set (app/retry.py); 529 counts for Anthropic only
 # Sonnet 5.x answers 400 to non-default sampling parameters: the anthropic backend sends none.
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 PRICES_FILE = Path(__file__).with_name("prices.yaml")
@@ -345,35 +346,40 @@ def cost_usd(price: Price, tokens_in: int, tokens_out: int, cache_write: int = 0
     return (tokens_in * price.input + cache_write * write + cache_read * read + tokens_out * price.output) / 1e6
 
 
-# -- retries (the one retry policy of the model backends; H7 may swap it for a shared one) --------
+# -- retries: the app's one retry policy (app/retry.py), as for FHIR and OAuth -----------------------
 
 class RetryableCall(Exception):  # noqa: N818 - a signal, not an error shown to anyone
     """Raised by a backend's send function for an outcome worth retrying; ``reason`` is a code."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, headers: Any = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.headers = headers or {}  # the answer's headers (Retry-After)
 
-
-def backoff_s(attempt: int) -> float:
-    return min(30.0, 0.5 * 2 ** (attempt - 1))
+    @property
+    def status(self) -> int:
+        """The HTTP status, or 503 for a network failure (retried like one)."""
+        code = self.reason[5:] if self.reason.startswith("http_") else ""
+        return int(code) if code.isdigit() else 503
 
 
 def call_with_retries(send: Callable[[], _T], *, backend: str, retries: int,
                       sleep: Callable[[float], None]) -> _T:
     """Call ``send`` up to ``retries + 1`` times while it raises ``RetryableCall`` (408, 429, 5xx,
-    529, network), with exponential backoff; then ``TemporaryUpstreamError(model_unavailable)``.
+    529 for Anthropic, network) under the app's retry policy (backoff with jitter, Retry-After
+    honoured up to its cap); then ``TemporaryUpstreamError(model_unavailable)``.
     Any other exception (a refusal, a bad answer) passes through at once."""
-    attempts = retries + 1
-    for attempt in range(1, attempts + 1):
+    def attempt() -> tuple[bool, Any]:
         try:
-            return send()
+            return True, send()
         except RetryableCall as exc:
-            reason = exc.reason
-        last = attempt == attempts
-        event(log, "agent.model_retry", backend=backend, attempt=attempt, code=reason,
-              retry_in_s=None if last else backoff_s(attempt))
-        if not last:
-            sleep(backoff_s(attempt))
+            event(log, "agent.model_retry", backend=backend, code=exc.reason)
+            return False, exc
+
+    ok, out = policy(attempts=retries + 1, anthropic=backend == "anthropic", sleep=sleep).run(
+        attempt, status_of=lambda r: 200 if r[0] else r[1].status,
+        headers_of=lambda r: {} if r[0] else r[1].headers, safe=True, what=backend, method="POST")
+    if ok:
+        return out  # type: ignore[no-any-return]
     raise TemporaryUpstreamError("The model endpoint is unavailable or overloaded; try again later.",
                                  code="model_unavailable")

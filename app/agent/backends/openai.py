@@ -73,7 +73,7 @@ class OpenAICompatibleBackend:
             except (httpx2.TimeoutException, httpx2.TransportError):
                 raise RetryableCall("network") from None
             if resp.status_code in RETRYABLE_STATUS:
-                raise RetryableCall(f"http_{resp.status_code}")
+                raise RetryableCall(f"http_{resp.status_code}", resp.headers)
             if resp.status_code >= 300:
                 raise FatalUpstreamError(f"The model endpoint refused the request (HTTP {resp.status_code}).",
                                          code="model_refused")
