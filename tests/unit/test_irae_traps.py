@@ -333,3 +333,62 @@ def test_an_event_attributed_to_a_named_agent_implies_exposure():
 def test_dose_counts_are_exposure(sentence):
     notes = [("2026-01-05", sentence), ("2026-02-10", "Impression: immune-mediated nephritis, prednisone.")]
     assert organs(notes) == {"renal"}
+
+
+# ---- multi-note scenarios ---------------------------------------------------------------
+SCENARIOS = {
+    "differential_confirmed_by_biopsy": ([
+        START,
+        ("2026-02-10", "Diarrhoea 6/day over baseline. DDx infectious vs immune-related colitis; stool PCR sent."),
+        ("2026-02-14", "GI PCR panel negative, C diff negative. Flex sig biopsies: active colitis with crypt "
+                       "apoptosis, c/w ICI colitis. Start prednisone 1 mg/kg.")], {"gastrointestinal": 2}),
+    "differential_settled_on_cmv": ([
+        START,
+        ("2026-02-10", "Colitis - immune vs infectious? Starting empiric steroids."),
+        ("2026-02-18", "Biopsy: CMV inclusions on IHC. Final: CMV colitis; steroids stopped, ganciclovir.")], {}),
+    "consent_without_header": ([
+        ("2026-01-05", "Talked through pembrolizumab side effects today: it can inflame the bowel (colitis), "
+                       "liver (hepatitis), lungs (pneumonitis) and glands. She signed consent. C1 given.")], {}),
+    "templated_ros_block": ([
+        START,
+        ("2026-02-02", "ROS:\nConstitutional: negative\nGI: Negative for diarrhea, abdominal pain\n"
+                       "Skin: Negative for rash\nAll other systems reviewed and negative.")], {}),
+    "grade_of_each_term": ([
+        START,
+        ("2026-02-10", "Assessment: grade 1 rash and grade 3 immune-mediated hepatitis (ALT 12x ULN); "
+                       "prednisone.")], {"hepatic": 3}),
+    "planned_then_given_pre_existing": ([
+        ("2026-01-02", "Plan to start nivolumab next week pending insurance."),
+        ("2026-01-03", "Hx: hypothyroidism, on levothyroxine for years."),
+        ("2026-01-09", "Nivolumab cycle 1 administered."),
+        ("2026-03-01", "Assessment: hypothyroidism, TSH 6, continue levothyroxine.")], {}),
+    "declined_immunotherapy": ([
+        ("2026-01-02", "He declines immunotherapy; proceeding with chemotherapy alone (carboplatin/pemetrexed)."),
+        ("2026-03-01", "Assessment: pneumonitis, likely infectious vs drug-related; antibiotics.")], {}),
+    "remote_course_and_current_course": ([
+        ("2026-01-05", "Prior adjuvant ipilimumab 2018 complicated by hypophysitis, on hydrocortisone since. "
+                       "Now C1D1 pembrolizumab today."),
+        ("2026-03-01", "Assessment: stable on chronic hydrocortisone for hypophysitis from 2018.")], {}),
+    "discharge_summary_only": ([
+        START,
+        ("2026-03-01", "Discharge Summary\nDiagnoses: 1. Immune-mediated hepatitis, grade 3\n2. Metastatic "
+                       "melanoma\nHospital Course: admitted for ALT 600, treated with IV methylprednisolone, "
+                       "pembrolizumab held.")], {"hepatic": 3}),
+    "phone_then_clinic": ([
+        START,
+        ("2026-02-03", "Phone: pt reports 5 loose BMs/day x2 days (baseline 1). Per Dr, start budesonide for "
+                       "suspected immune colitis; seen tomorrow."),
+        ("2026-02-04", "Clinic: immune-mediated colitis G2, budesonide started yesterday, stool studies "
+                       "negative.")], {"gastrointestinal": 2}),
+    "resolved_later": ([
+        START,
+        ("2026-02-04", "Impression: immune-related pneumonitis grade 2; prednisone."),
+        ("2026-04-04", "CT: resolution of pneumonitis. No pneumonitis now.")], {"pulmonary": 2}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_multi_note_scenarios(name):
+    notes, want = SCENARIOS[name]
+    _r, events, _c, _v = run(notes)
+    assert {o: e["ctcae_grade"] for o, e in events.items()} == want

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from app.agent.backends import BackendResult, Tools
 from app.agent.citations import ProposedSentence
 from app.agent.clinical import grading, pipeline
+from app.agent.clinical.dates import years
 from app.agent.clinical.exposure import Exposure, IciMention, find_exposure
 from app.agent.guard import injection_spans, looks_injected
 from app.retrieval.chunking import Chunk
@@ -139,6 +140,13 @@ def _cause_confirmed(sentence: str, spans: list[tuple[int, int]]) -> bool:
         if not neg.search(before + " " + sentence[a:b] + " " + after):
             return True
     return False
+
+
+def _names_old_year(sentence: str, note_date: str) -> bool:
+    """The sentence dates what it says to a year before the note's previous year."""
+    if not note_date[:4].isdigit():
+        return False
+    return any(y < int(note_date[:4]) - 1 for y in years(sentence))
 
 
 def _drug_names_it(mods: dict[str, list[tuple[int, int, str]]], start: int) -> bool:
@@ -259,6 +267,8 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
         hormone = _first_text(mods, "HORMONE")
         attribution = "ici" if immune else ("treated" if treated or hormone else None)
         abs_start = r["s0"] + ent.start_char
+        if verdict == "affirmed" and attribution != "ici" and _names_old_year(r["sentence"], note.date):
+            verdict = "predates"  # "adjuvant ipilimumab 2018 complicated by hypophysitis"
         if verdict == "affirmed":
             if any(a <= abs_start < b for a, b in note.copied):
                 verdict = "copied"

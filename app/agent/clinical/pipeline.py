@@ -133,6 +133,8 @@ def context_rules(name: str = "context.yaml") -> list[Any]:
             kwargs: dict[str, Any] = {"direction": item.get("direction", "BIDIRECTIONAL")}
             if item.get("max_scope") is not None:
                 kwargs["max_scope"] = int(item["max_scope"])
+            if item.get("max_targets") is not None:
+                kwargs["max_targets"] = int(item["max_targets"])
             if item.get("allowed_types"):
                 kwargs["allowed_types"] = set(item["allowed_types"])
             if item.get("excluded_types"):

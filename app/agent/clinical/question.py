@@ -89,9 +89,14 @@ def section_category(title: str | None) -> str | None:
         return None
     key = _title_key(title)
     for alias, cat in _section_aliases():
-        if key == alias or (key.startswith(alias) and not key[len(alias):len(alias) + 1].isalnum()):
+        if key == alias or (key.startswith(alias) and _QUALIFIER.match(key[len(alias):])):
             return cat
     return None
+
+
+# what may follow a known title: "(as of 3/2)", " - triage", ": ...", " as of today", " on admission"
+# ("Medication reconciliation" is not a medication list)
+_QUALIFIER = re.compile(r"^(?:\s*[(\[:/,-]|\s+(?:as of|at|on|for|from|in|prior to|upon|reviewed|today)\b)")
 
 
 def pipeline_category(category: str | None) -> str | None:
@@ -177,8 +182,20 @@ class Note:
         if self._lines is None:
             seen: set[int] = set()
             out: list[Line] = []
+            previous: tuple[str, str | None] | None = None
             for chunk in self.chunks:
-                for line in _chunk_lines(chunk, self.use_pipeline):
+                if chunk.section is None and _SPOKEN_HINT.search(chunk.text):
+                    lines = _spoken_lines(chunk, previous)
+                    if lines:
+                        last = lines[-1]
+                        previous = (last.category, last.title) if last.category else previous
+                else:
+                    inherit = previous if _continues(chunk, previous) else None
+                    lines = _chunk_lines(chunk, self.use_pipeline, inherit=inherit)
+                    cat = inherit[0] if inherit else section_category(chunk.section)
+                    if cat is not None:
+                        previous = inherit or (cat, chunk.section)
+                for line in lines:
                     if line.start in seen:
                         continue
                     seen.add(line.start)
@@ -197,11 +214,55 @@ def _banner() -> tuple[re.Pattern[str], ...]:
     return _regexes(vocab("topics.yaml")["banner"])
 
 
-def _chunk_lines(chunk: Chunk, use_pipeline: bool) -> list[Line]:
+# Dictated notes say their headings: "allergies colon penicillin, period".
+_SPOKEN_HINT = re.compile(r"\bcolon\b", re.IGNORECASE)
+
+
+@functools.cache
+def _spoken_heading() -> re.Pattern[str]:
+    alts = sorted({a for a, _ in _section_aliases() if len(a) > 2}, key=len, reverse=True)
+    return re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(a) for a in alts) + r")\s+colon\b[\s,]*",
+                      re.IGNORECASE)
+
+
+def _spoken_lines(chunk: Chunk, previous: tuple[str, str | None] | None) -> list[Line]:
+    """Lines of a dictated chunk: each spoken heading starts a section; its body (up to the next
+    heading, "period" left out) is one line. Text before the first heading continues ``previous``."""
+    text = chunk.text
+    blocked = injection_spans(text)
+    heads = list(_spoken_heading().finditer(text))
+    marks = [(0, previous[0] if previous else None, previous[1] if previous else None)]
+    marks += [(m.end(), section_category(m.group(1)), m.group(1)) for m in heads]
+    ends = [m.start() for m in heads] + [len(text)]
+    out: list[Line] = []
+    for (start, cat, title), end in zip(marks, ends, strict=True):
+        body = text[start:end]
+        trimmed = re.sub(r"[\s,.]*(?:\bperiod\b[\s,.]*)*$", "", body, flags=re.IGNORECASE)
+        s, e = start + (len(trimmed) - len(trimmed.lstrip())), start + len(trimmed)
+        if e - s < 2 or any(s < be and bs < e for bs, be in blocked):
+            continue
+        out.append(Line(chunk, s, e, cat, title))
+    return out
+
+
+def _continues(chunk: Chunk, previous: tuple[str, str | None] | None) -> bool:
+    """An ALL-CAPS body line the chunker took for a header ("# ALLERGIES" then "PENICILLIN V" on
+    its own line): a short chunk whose unknown capitalised "title" is its first line continues
+    the section before it."""
+    title = chunk.section
+    if previous is None or not title or section_category(title) is not None or not title.isupper():
+        return False
+    lines = [ln for ln in chunk.text.splitlines() if ln.strip()]
+    return 0 < len(lines) <= 2 and _title_key(lines[0]) == _title_key(title)
+
+
+def _chunk_lines(chunk: Chunk, use_pipeline: bool, *,
+                 inherit: tuple[str, str | None] | None = None) -> list[Line]:
     text = chunk.text
     spans = split_sentences(text)
     blocked = injection_spans(text)
-    category = section_category(chunk.section)
+    category = inherit[0] if inherit else section_category(chunk.section)
+    section_title = inherit[1] if inherit else chunk.section
     piped: list[Any] | None = None
     if category is None and use_pipeline and len(text.strip()) > 40:
         piped = _pipeline_sections(text)
@@ -212,12 +273,12 @@ def _chunk_lines(chunk: Chunk, use_pipeline: bool) -> list[Line]:
             continue  # text from a suspected injection is never quoted
         if any(p.search(text[s:e]) for p in banner):
             continue  # who wrote it, record numbers, a bare "1."
-        cat, title, header = category, chunk.section, False
+        cat, title, header = category, section_title, False
         if piped:
             sec = next((p for p in piped if p.start <= s < max(p.end, p.start + 1)), None)
             if sec is not None:
                 cat, title = pipeline_category(sec.category), sec.title or chunk.section
-        if i == 0 and chunk.section and _title_key(text[s:e]).startswith(_title_key(chunk.section)):
+        if i == 0 and not inherit and chunk.section and _title_key(text[s:e]).startswith(_title_key(chunk.section)):
             # the header line; "Allergies: NKDA" keeps "NKDA" as a line of its own
             head = _HEADER_PREFIX.sub("", text[s:e])
             rest = head[len(chunk.section):] if head.lower().startswith(chunk.section.lower()) else ""

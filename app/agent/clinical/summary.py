@@ -163,9 +163,9 @@ def _labs(note: Note) -> list[Line]:
         return lines
     out: list[Line] = []
     for ln in note.lines():
-        if ln.category in _NOT_LABS or ln.header:
+        if ln.category in _NOT_LABS:
             continue
-        if any(p.search(ln.text) for p in _patterns("labs_intro")):
+        if any(p.search(ln.text) for p in _patterns("labs_intro")):  # may be a header of its own
             out += _list_block(note, ln)[1:]
         elif any(p.search(ln.text) for p in _patterns("lab_value")) \
                 and not any(p.search(ln.text) for p in _patterns("lab_not")):
