@@ -17,6 +17,10 @@ from pathlib import Path
 from app.batch.screen import Screener
 
 _SCREENER: Screener | None = None
+# one thread per worker process: the workers already fill the cores, and BLAS/OpenMP thread pools in
+# every worker oversubscribed a 2-core machine so badly that a 1,000-note batch stalled for minutes
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                     "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _init(secret: bytes, task: str, backend: str, role_policy: str | None) -> None:
@@ -50,6 +54,8 @@ class LocalEngine:
             for line in work_lines(work_file):
                 yield screener(line)
             return
+        for key, value in SINGLE_THREAD_ENV.items():
+            os.environ.setdefault(key, value)  # inherited by the forkserver and its workers
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["app.batch.screen"])
         limit = 4 * self.workers

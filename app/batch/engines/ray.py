@@ -40,6 +40,10 @@ def _ray() -> Any:
 def ensure_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> Any:
     """Connect to ``RAY_ADDRESS`` or start a local Ray once; returns the module."""
     ray = _ray()
+    from app.batch.engines.local import SINGLE_THREAD_ENV
+
+    for key, value in SINGLE_THREAD_ENV.items():
+        os.environ.setdefault(key, value)  # local Ray workers inherit the driver's environment
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or None
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
