@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 TYPES = ("Patient", "Condition", "DocumentReference")
 TASKS = ("irae",)
 SOURCES = ("auto", "bulk", "search")
-PROBLEMS = ("fetch_failed", "write_failed")
+PROBLEMS = ("fetch_failed", "write_failed", "model_failed")
 
 
 @dataclass
@@ -371,14 +371,21 @@ class BatchRun:
                     bar.advance(fetch_task)
             self.stats.fetch_s = time.monotonic() - started
             screen_task = bar.add("screen", total=total)
-            engine = get_engine(self.opts.engine, secret=self.secret, task=self.opts.task, backend=self.opts.backend,
-                                role_policy=str(self.settings.role_policy) if self.settings.role_policy else None,
-                                workers=self.opts.workers)
+            if self.opts.backend == "anthropic":
+                t1 = time.monotonic()
+                self._message_batches(work_file, lambda: bar.advance(screen_task))
+                self.stats.screen_s = time.monotonic() - t1
+                engine = None
+            else:
+                engine = get_engine(self.opts.engine, secret=self.secret, task=self.opts.task, backend=self.opts.backend,
+                                    role_policy=str(self.settings.role_policy) if self.settings.role_policy else None,
+                                    workers=self.opts.workers)
             t1 = time.monotonic()
-            for sealed in engine.run(work_file, total=total):
+            for sealed in engine.run(work_file, total=total) if engine is not None else ():
                 self.finish_one(sealed)
                 bar.advance(screen_task)
-            self.stats.screen_s = time.monotonic() - t1
+            if engine is not None:
+                self.stats.screen_s = time.monotonic() - t1
         work_file.unlink(missing_ok=True)
         failed = {k: v for k, v in self.stats.counts.items() if k.startswith(PROBLEMS)}
         if not failed:
@@ -388,6 +395,49 @@ class BatchRun:
         summary = write_reports(out_dir, self.batch_id, self.checkpoints.rows(self.batch_id), self.run_info(started))
         event(log, "batch.done", count=self.stats.screened, duration_ms=round((time.monotonic() - started) * 1000))
         return summary
+
+    def _message_batches(self, work_file: Path, advance: Callable[[], None], *, client: Any = None) -> None:
+        """--backend anthropic: every patient's hybrid request through Message Batches (half price),
+        then each answer verified against that patient's chart like any draft (docs/batch.md)."""
+        from app.agent.backends.anthropic_batch import (MessageBatches, batch_request, custom_id_for,
+                                                        pseudonymiser_for, to_backend_result)
+        from app.agent.backends.llm import prices_for
+        from app.batch.engines.local import work_lines
+        from app.batch.screen import Replay, Screener, build_chart
+
+        s = self.settings
+        model = s.anthropic_model
+        price = prices_for(s, model)
+        if client is None:
+            import anthropic
+
+            key = s.anthropic_api_key.get_secret_value() if s.anthropic_api_key else None
+            client = anthropic.Anthropic(api_key=key, timeout=s.llm_timeout_s, max_retries=s.llm_max_retries)
+        screener = Screener(self.secret, self.opts.task, None,
+                            str(s.role_policy) if s.role_policy else None)
+        vault = self.services.vault
+
+        def items() -> Iterator[dict]:
+            for line in work_lines(work_file):
+                yield json.loads(vault.open(line))
+
+        def cid(item: dict) -> str:
+            return custom_id_for(self.secret, self.batch_id, item["key"])
+
+        requests = (batch_request(build_chart(i, screener.policy), custom_id=cid(i), model=model, secret=self.secret,
+                                  task=self.opts.task) for i in items())
+        outcome = MessageBatches(client, sleep=self.sleep).run(requests)
+        self.stats.counts["message_batches"] += len(outcome.batches)
+        for item in items():
+            c = cid(item)
+            if c not in outcome.messages:  # not checkpointed: the next run asks again
+                self.stats.counts[f"model_failed:{outcome.failed.get(c, 'missing')}"] += 1
+                continue
+            result = to_backend_result(outcome.messages[c], task=screener.task, price=price, model=model,
+                                       pseudo=pseudonymiser_for(self.secret, c, item.get("patient")))
+            out = screener.screen_item(item, Replay(result, "anthropic-batch", model))
+            self.finish_one(vault.seal(json.dumps(out)))
+            advance()
 
     def run_info(self, started: float) -> dict:
         s = self.stats

@@ -93,19 +93,30 @@ def summary_of(draft: Draft) -> dict[str, Any]:
             "tokens_in": draft.tokens_in, "tokens_out": draft.tokens_out, "cost_usd": round(draft.cost_usd, 6)}
 
 
+class Replay:
+    """A backend that returns a result computed elsewhere (a Message Batches answer): the runtime
+    still verifies every citation against this chart and applies the limits."""
+
+    def __init__(self, result: Any, name: str, model: str) -> None:
+        self.result, self.name, self.model = result, name, model
+
+    def run(self, task: Any, tools: Any, *, question: str | None, limits: Any) -> Any:
+        return self.result
+
+
 class Screener:
     """Callable over sealed work items; builds its backend once (per process or Ray actor)."""
 
-    def __init__(self, secret: bytes, task: str = "irae", backend: str = "offline",
+    def __init__(self, secret: bytes, task: str = "irae", backend: str | None = "offline",
                  role_policy: str | None = None) -> None:
         self.vault = Vault(secret)
         self.task = get_task(task)
-        self.backend = get_backend(backend)
+        self.backend = get_backend(backend) if backend else None
         self.policy = RolePolicy.load(role_policy) if role_policy else RolePolicy.default()
 
-    def screen_item(self, item: dict) -> dict:
+    def screen_item(self, item: dict, backend: Any = None) -> dict:
         chart = build_chart(item, self.policy)
-        draft = run_task(chart, self.task, self.backend)
+        draft = run_task(chart, self.task, backend or self.backend)
         cited = {d: chart.documents[d] for d, _v in draft.cited_documents() if d in chart.documents}
         write_chart = WriteChart(chart.patient_id, cited, chart.context_security())
         summary = summary_of(draft) | {"notes": len(chart.documents), "chunks": len(chart.index)}

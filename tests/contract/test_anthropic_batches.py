@@ -207,3 +207,43 @@ def test_batches_are_off_unless_explicitly_allowed():
         check_allowed(load_settings(testing=True))
     assert err.value.code == "anthropic_batch_not_allowed" and "zero data retention" in str(err.value)
     check_allowed(load_settings(testing=True, anthropic_batch_allowed=True))
+
+
+def test_the_batch_pipeline_screens_through_message_batches(tmp_path):
+    """BatchRun with --backend anthropic: requests out, answers verified per chart, checkpoints in;
+    an expired request is not checkpointed (the next run asks again)."""
+    from app.batch.pipeline import BatchOptions, BatchRun, Connection
+    from app.services import Services
+    from app.smart.scopes import Grants
+    from app.store.models import Vault
+
+    settings = load_settings(testing=True, data_dir=tmp_path / "d", secret_key=SECRET.decode(),
+                             anthropic_batch_allowed=True)
+    services = Services(settings)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(PIDS))
+    run = BatchRun(BatchOptions(fhir_base="https://ehr.example/fhir", cohort=str(ids), backend="anthropic",
+                                write=False, progress=False), services,
+                   Connection(client=None, grants=Grants.parse(""), mode="test", jti=None))  # type: ignore[arg-type]
+    vault = Vault(settings.secret())
+    work = tmp_path / "work.ndjson"
+    items = [item_for(pid) | {"key": run.patient_key(pid)} for pid in PIDS]
+    work.write_text("".join(vault.seal(json.dumps(i)) + "\n" for i in items))
+    cs = {i["key"]: build_chart(i, RolePolicy.default()) for i in items}
+    cids = {k: custom_id_for(settings.secret(), run.batch_id, k) for k in cs}
+    answers = {cids[k]: answer_from_offline(c, pseudonymiser_for(settings.secret(), cids[k], c.patient))
+               for k, c in cs.items()}
+    keys = [i["key"] for i in items]
+    fake = FakeBatches([{cids[keys[0]]: "succeeded", cids[keys[1]]: "succeeded", cids[keys[2]]: "expired"},
+                        {cids[keys[2]]: "expired"}], answers)
+    client = anthropic.Anthropic(api_key="test-key", base_url="https://api.anthropic.test", max_retries=0,
+                                 http_client=httpx2.Client(transport=httpx2.MockTransport(fake.handler)))
+    run.sleep = lambda s: None
+    run._message_batches(work, lambda: None, client=client)
+    rows = {r["patient_key"]: r for r in run.checkpoints.rows(run.batch_id)}
+    assert set(rows) == set(keys[:2])
+    assert rows[keys[0]]["status"] == "completed" and rows[keys[0]]["irae_detected"] is True
+    assert rows[keys[0]]["cost_usd"] > 0
+    assert run.stats.counts["model_failed:expired"] == 1
+    sent = json.dumps(fake.created)
+    assert not any(pid in sent for pid in PIDS)  # no patient id reaches the vendor
