@@ -244,7 +244,8 @@ def _eval_text(out: dict) -> str:
                   f"  (TP {c['events_tp']}, FP {c['events_fp']}, FN {c['events_fn']})",
                   f"  organ recall {irae['organ_recall']:.2f}  {irae['organ_recall_by_organ']}",
                   f"  grade agreement {irae['grade_agreement']:.2f} on {c['graded']} found events"
-                  f"  {irae['grade_agreement_by_basis']}"]
+                  f"  {irae['grade_agreement_by_basis']}",
+                  f"  onset within {irae['onset_tolerance_days']} days {irae['onset_within_tolerance']:.2f}"]
         if "traps" in irae:
             lines.append("  traps (passed/total):")
             for cat, row in irae["traps"].items():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from app.smart.scopes import Grants
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "synthetic_data"
 ENGINES = ("new", "legacy")
+ONSET_TOLERANCE_DAYS = 14  # gold onset is the clinician's estimate of symptom onset
 
 
 def _ratio(num: int, den: int) -> float:
@@ -55,8 +57,9 @@ def _event_docs(event: dict) -> set[str]:
 
 def irae_figures(labels: list[dict], contracts: Mapping[str, dict]) -> dict[str, Any]:
     """Precision/recall/F1 per patient (irae_detected) and per event (patient + organ); organ recall;
-    grade agreement on matched events (explicit and inferred apart when the gold says which)."""
-    tp = fp = fn = etp = efp = efn = graded = agree = 0
+    grade agreement on matched events (explicit and inferred apart when the gold says which); onset
+    within ``ONSET_TOLERANCE_DAYS`` of the gold onset on matched events."""
+    tp = fp = fn = etp = efp = efn = graded = agree = onset_n = onset_ok = 0
     by_basis: dict[str, list[int]] = {}
     organs: dict[str, list[int]] = {}
     for g in labels:
@@ -75,6 +78,10 @@ def irae_figures(labels: list[dict], contracts: Mapping[str, dict]) -> dict[str,
             organs[organ][1] += 1
             organs[organ][0] += organ in pred
         for organ in pred.keys() & gold.keys():
+            if gold[organ].get("onset") and pred[organ].get("onset"):
+                onset_n += 1
+                onset_ok += abs((date.fromisoformat(pred[organ]["onset"][:10])
+                                 - date.fromisoformat(gold[organ]["onset"][:10])).days) <= ONSET_TOLERANCE_DAYS
             graded += 1
             ok = pred[organ]["ctcae_grade"] == gold[organ]["ctcae_grade"]
             agree += ok
@@ -90,6 +97,7 @@ def irae_figures(labels: list[dict], contracts: Mapping[str, dict]) -> dict[str,
             "organ_recall_by_organ": {o: f"{v[0]}/{v[1]}" for o, v in sorted(organs.items())},
             "grade_agreement": _ratio(agree, graded),
             "grade_agreement_by_basis": {b: f"{v[0]}/{v[1]}" for b, v in sorted(by_basis.items())},
+            "onset_within_tolerance": _ratio(onset_ok, onset_n), "onset_tolerance_days": ONSET_TOLERANCE_DAYS,
             "counts": {"patients": len(labels), "tp": tp, "fp": fp, "fn": fn, "events_tp": etp,
                        "events_fp": efp, "events_fn": efn, "graded": graded}}
 

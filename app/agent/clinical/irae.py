@@ -335,11 +335,41 @@ def _status(ev: Event, term: str, conditions: list[dict[str, str]]) -> str:
     return "active"
 
 
+_DURATION = re.compile(r"\b(?:x|for|over the (?:last|past)|past|last)\s*(\d{1,2}|a|one|two|three|four|few)\s*"
+                       r"(days?|d|wks?|weeks?|w|months?|mo)\b|\b(\d{1,2}|a|one|two|three|four|few)\s*"
+                       r"(days?|wks?|weeks?|months?)\s+ago\b", _I)
+_WORDS = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "few": 3}
+_UNIT_DAYS = {"d": 1, "w": 7, "m": 30}
+
+
+def _stated_start(m: Mention) -> str | None:
+    """Symptom onset stated in the sentence: "x3 weeks", "for 10 days", "2 weeks ago", "since 3/2/26"."""
+    from datetime import date, timedelta
+
+    from app.agent.clinical.dates import parse_dates
+
+    for a, _b, iso in parse_dates(m.sentence):
+        if re.search(r"\b(?:since|onset|began|started)\b[^.;]{0,15}$", m.sentence[max(0, a - 25):a], _I):
+            if iso <= m.date:
+                return iso
+    d = _DURATION.search(m.sentence)
+    if not d or not m.date[:10].count("-") == 2:
+        return None
+    num, unit = (d.group(1), d.group(2)) if d.group(1) else (d.group(3), d.group(4))
+    n = int(num) if num.isdigit() else _WORDS.get(num.lower(), 1)
+    days = n * _UNIT_DAYS.get(unit.lower()[0], 1)
+    if days > 120:
+        return None
+    return (date.fromisoformat(m.date[:10]) - timedelta(days=days)).isoformat()
+
+
 def _onset(ev: Event, first_dose: str | None) -> str:
     first = min(m.date for m in ev.mentions)
     early = [m.date for m in ev.support if m.verdict == "symptom_only" and m.date <= first
              and (first_dose is None or m.date >= first_dose)]
-    return min([first, *early])
+    stated = [d for m in ev.mentions + ev.support if m.date <= first or m in ev.mentions
+              for d in [_stated_start(m)] if d and (first_dose is None or d >= first_dose) and d <= first]
+    return min([first, *early, *stated])
 
 
 def _grade(ev: Event, term: str) -> tuple[int | None, str, str]:
