@@ -195,3 +195,27 @@ def test_medications_without_a_list_come_from_lines_naming_a_drug():
               "Allergies: iodinated contrast (hives)\n")]
     draft, cited = ask(chart(notes), "What medications is he on?")
     assert draft.answer_found and cited == {"h1"} and "furosemide" in draft.text and "contrast" not in draft.text
+
+
+def test_all_caps_note_whose_body_line_looks_like_a_header():
+    notes = [("u1", "2026-03-03T09:00:00+00:00",
+              "CLINIC NOTE\n\nALLERGIES\nLATEX GLOVES (HIVES)\n\nVITAL SIGNS\nBP 131/79  HR 66\n")]
+    draft, cited = ask(chart(notes), "Any allergies?")
+    assert draft.answer_found and cited == {"u1"} and "LATEX GLOVES" in draft.text
+
+
+def test_dictated_note_with_spoken_headings():
+    notes = [("d1", "2026-05-05T09:00:00+00:00",
+              "dictated by the attending period chief complaint colon cough for ten days, "
+              "allergies colon ceftriaxone causes hives, medications colon montelukast 10 mg nightly, "
+              "vital signs colon blood pressure 126/82 pulse 88, assessment colon acute bronchitis period")]
+    c = chart(notes)
+    draft, cited = ask(c, "What is the patient allergic to?")
+    assert cited == {"d1"} and "ceftriaxone" in draft.text and "montelukast" not in draft.text
+    draft, cited = ask(c, "Most recent blood pressure?")
+    assert cited == {"d1"} and "126/82" in draft.text
+
+
+def test_a_medication_reconciliation_procedure_is_not_a_medication_list():
+    assert section_category("MEDICATION RECONCILIATION (PROCEDURE)") is None
+    assert section_category("Medications on admission") == "medications"

@@ -178,29 +178,34 @@ class Note:
         return self.date[:10]
 
     def lines(self) -> list[Line]:
-        """Every line of the note once (overlapping chunks deduplicated), in note order."""
+        """Every line of the note once, in note order: where chunks overlap, the longest reading of
+        a line is kept and lines inside another are dropped."""
         if self._lines is None:
-            seen: set[int] = set()
-            out: list[Line] = []
+            found: list[Line] = []
             previous: tuple[str, str | None] | None = None
             for chunk in self.chunks:
+                # the section in force where this chunk starts (chunks overlap)
+                covering = [ln for ln in found if ln.start <= chunk.start and ln.category]
+                at_start = (covering[-1].category, covering[-1].title) if covering else previous
                 if chunk.section is None and _SPOKEN_HINT.search(chunk.text):
-                    lines = _spoken_lines(chunk, previous)
-                    if lines:
-                        last = lines[-1]
-                        previous = (last.category, last.title) if last.category else previous
+                    lines = _spoken_lines(chunk, at_start)  # type: ignore[arg-type]
                 else:
                     inherit = previous if _continues(chunk, previous) else None
                     lines = _chunk_lines(chunk, self.use_pipeline, inherit=inherit)
                     cat = inherit[0] if inherit else section_category(chunk.section)
                     if cat is not None:
                         previous = inherit or (cat, chunk.section)
-                for line in lines:
-                    if line.start in seen:
-                        continue
-                    seen.add(line.start)
-                    out.append(line)
-            out.sort(key=lambda ln: ln.start)
+                found.extend(lines)
+                found.sort(key=lambda ln: ln.start)
+            found.sort(key=lambda ln: (ln.start, -(ln.rel_end - ln.rel_start)))
+            out: list[Line] = []
+            reach = -1
+            for line in found:
+                end = line.start + (line.rel_end - line.rel_start)
+                if end <= reach:
+                    continue  # inside a line already kept (an overlap's partial copy)
+                out.append(line)
+                reach = max(reach, end)
             self._lines = out
         return self._lines
 
