@@ -392,3 +392,14 @@ def test_multi_note_scenarios(name):
     notes, want = SCENARIOS[name]
     _r, events, _c, _v = run(notes)
     assert {o: e["ctcae_grade"] for o, e in events.items()} == want
+
+
+@pytest.mark.parametrize(("text", "organ", "grade"), [
+    ("Impression: nivolumab-related type 1 diabetes presenting in DKA; admitted, insulin infusion protocol.",
+     "endocrine", 3),
+    ("Checkpoint inhibitor diabetes with DKA, pH 6.9, admitted to the ICU on an insulin drip.", "endocrine", 4),
+    ("Mild immune-related inflammatory arthritis of the fingers; naproxen 500 mg bid.", "musculoskeletal", 1),
+])
+def test_grade_rules_for_diabetes_and_arthritis(text, organ, grade):
+    _r, events, _c, _v = run([START, ("2026-02-10", text)])
+    assert events[organ]["ctcae_grade"] == grade

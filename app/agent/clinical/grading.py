@@ -200,9 +200,8 @@ def infer_grade(group: str, term: str, text: str, *, treated: str | None,
         return (2, f"treated with {treated}") if treated else (None, "")
     if group in ("thyroid", "pituitary", "adrenal", "diabetes"):
         if group == "diabetes":
-            dka = re.search(r"\bdka\b|ketoacidosis", low)
-            if icu or (dka and re.search(r"insulin (?:drip|infusion)|\bicu\b", low)):
-                return 4, "life-threatening diabetic ketoacidosis"
+            if icu:
+                return 4, f"life-threatening features ({icu.group(0)})"
             if hosp or re.search(r"\bdka\b|ketoacidosis", low):
                 return 3, "hospitalisation (diabetic ketoacidosis)" if re.search(r"\bdka\b|ketoacidosis", low) \
                     else "hospitalisation"
@@ -229,6 +228,10 @@ def infer_grade(group: str, term: str, text: str, *, treated: str | None,
             return 3, "limiting self-care ADL"
         if re.search(r"asymptomatic|radiographic(?:ally)? only|incidental", low):
             return 1, "asymptomatic (radiographic only)"
+        if group in ("arthritis", "myositis") and not (treated and re.search(
+                r"predni|steroid|methylpred|dexameth|hydrocortisone|infliximab|tocilizumab|methotrexate", treated, _I)):
+            if re.search(r"\bmild\b|nsaids?\b|ibuprofen|naproxen|celecoxib|meloxicam|diclofenac", low):
+                return 1, "mild, NSAIDs only"
         if treated:
             return 2, f"treated with {treated}"
         return None, ""
