@@ -219,3 +219,11 @@ def test_dictated_note_with_spoken_headings():
 def test_a_medication_reconciliation_procedure_is_not_a_medication_list():
     assert section_category("MEDICATION RECONCILIATION (PROCEDURE)") is None
     assert section_category("Medications on admission") == "medications"
+
+
+def test_the_word_colon_in_a_gi_note_is_not_a_spoken_heading():
+    notes = [("g1", "2026-06-06T09:00:00+00:00",
+              "Colonoscopy today. The colon was prepped well. A 6 mm polyp was removed from the sigmoid.\n"
+              "No bleeding afterwards.\n")]
+    draft, cited = ask(chart(notes), "Was a polyp removed?")
+    assert cited == {"g1"} and "polyp" in draft.text and "No bleeding" not in draft.text

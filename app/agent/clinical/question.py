@@ -183,11 +183,15 @@ class Note:
         if self._lines is None:
             found: list[Line] = []
             previous: tuple[str, str | None] | None = None
+            spoken = False  # the note is dictated with spoken headings
             for chunk in self.chunks:
                 # the section in force where this chunk starts (chunks overlap)
                 covering = [ln for ln in found if ln.start <= chunk.start and ln.category]
                 at_start = (covering[-1].category, covering[-1].title) if covering else previous
-                if chunk.section is None and _SPOKEN_HINT.search(chunk.text):
+                heads = len(_spoken_heading().findall(chunk.text)) if chunk.section is None else 0
+                # two spoken headings make a dictated note ("the colon was normal" does not)
+                spoken = chunk.section is None and (heads >= 2 or (spoken and (heads or at_start)))
+                if spoken:
                     lines = _spoken_lines(chunk, at_start)  # type: ignore[arg-type]
                 else:
                     inherit = previous if _continues(chunk, previous) else None
@@ -220,9 +224,6 @@ def _banner() -> tuple[re.Pattern[str], ...]:
 
 
 # Dictated notes say their headings: "allergies colon penicillin, period".
-_SPOKEN_HINT = re.compile(r"\bcolon\b", re.IGNORECASE)
-
-
 @functools.cache
 def _spoken_heading() -> re.Pattern[str]:
     alts = sorted({a for a, _ in _section_aliases() if len(a) > 2}, key=len, reverse=True)
