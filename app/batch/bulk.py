@@ -470,6 +470,7 @@ def export_resources(bulk: BulkClient, spec: ExportSpec, *, status_url: str | No
             on_status_url(None)
         bad = [(s, c) for s, c in issues if s in ("fatal", "error")]
         if bad:
-            raise BulkJobFailed(f"The export reported {len(bad)} error issue(s) ({', '.join(sorted({c for _, c in bad}))}"
+            codes = ", ".join(sorted({c for _, c in bad}))
+            raise BulkJobFailed(f"The export reported {len(bad)} error issue(s) ({codes}"
                                 "); the data read so far was kept.", code="bulk_error_issues")
         return

@@ -377,7 +377,8 @@ class BatchRun:
                 self.stats.screen_s = time.monotonic() - t1
                 engine = None
             else:
-                engine = get_engine(self.opts.engine, secret=self.secret, task=self.opts.task, backend=self.opts.backend,
+                engine = get_engine(self.opts.engine, secret=self.secret, task=self.opts.task,
+                                    backend=self.opts.backend,
                                     role_policy=str(self.settings.role_policy) if self.settings.role_policy else None,
                                     workers=self.opts.workers)
             t1 = time.monotonic()
@@ -399,8 +400,13 @@ class BatchRun:
     def _message_batches(self, work_file: Path, advance: Callable[[], None], *, client: Any = None) -> None:
         """--backend anthropic: every patient's hybrid request through Message Batches (half price),
         then each answer verified against that patient's chart like any draft (docs/batch.md)."""
-        from app.agent.backends.anthropic_batch import (MessageBatches, batch_request, custom_id_for,
-                                                        pseudonymiser_for, to_backend_result)
+        from app.agent.backends.anthropic_batch import (
+            MessageBatches,
+            batch_request,
+            custom_id_for,
+            pseudonymiser_for,
+            to_backend_result,
+        )
         from app.agent.backends.llm import prices_for
         from app.batch.engines.local import work_lines
         from app.batch.screen import Replay, Screener, build_chart
@@ -464,8 +470,14 @@ class _Progress:
     def __enter__(self) -> _Progress:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),

@@ -43,7 +43,8 @@ def batch_object(bid: str, status: str) -> dict:
             "ended_at": "2026-12-01T12:00:00Z" if status == "ended" else None,
             "created_at": "2026-12-01T11:00:00Z", "expires_at": "2026-12-02T11:00:00Z",
             "archived_at": None, "cancel_initiated_at": None,
-            "results_url": f"https://api.anthropic.test/v1/messages/batches/{bid}/results" if status == "ended" else None}
+            "results_url": (f"https://api.anthropic.test/v1/messages/batches/{bid}/results"
+                            if status == "ended" else None)}
 
 
 def message(tool_input: dict, usage=(900, 300, 0, 0)) -> dict:
@@ -163,13 +164,9 @@ def test_results_in_any_order_matched_by_custom_id_errored_retried_once_then_lis
         result = to_backend_result(outcome.messages[cid], task=task, price=price, model=MODEL,
                                    pseudo=pseudonymiser_for(SECRET, cid, cs[pid].patient))
 
-        class Replay:
-            name, model = "anthropic-batch", MODEL
+        from app.batch.screen import Replay
 
-            def run(self, task, tools, *, question, limits):
-                return result
-
-        draft = run_task(cs[pid], task, Replay())
+        draft = run_task(cs[pid], task, Replay(result, "anthropic-batch", MODEL))
         assert draft.status == "completed" and draft.sentences and draft.unsupported == 0
         assert draft.findings["irae_detected"] is True
         list_cost = (900 * price.input + 300 * price.output) / 1e6

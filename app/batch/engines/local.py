@@ -57,7 +57,7 @@ class LocalEngine:
         for key, value in SINGLE_THREAD_ENV.items():
             os.environ.setdefault(key, value)  # inherited by the forkserver and its workers
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["app.batch.screen"])
+        ctx.set_forkserver_preload(["app.batch.engines.warm"])  # the NLP pipeline, built once
         limit = 4 * self.workers
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init,
                                  initargs=self.args) as pool:
