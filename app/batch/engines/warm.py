@@ -11,7 +11,8 @@ _ITEM = {"key": "warm-up", "patient_id": "warm-up", "role": "clinician", "patien
          "counts": {},
          "documents": [{"meta": {"id": "warm-up", "version": "1", "type_code": "11506-3", "category_codes": [],
                                  "security": [], "date": "2026-01-02"},
-                        "text": "Assessment: pembrolizumab started 2026-01-01. Grade 2 colitis, likely immune related."}]}
+                        "text": "Assessment: pembrolizumab started 2026-01-01. "
+                                "Grade 2 colitis, likely immune related."}]}
 
 
 def warm() -> None:
