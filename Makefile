@@ -46,10 +46,12 @@ postgres:
 test: install $(AXE) postgres
 	$(BIN)/python -m pytest
 
-bench: install
+bench: install postgres
+	$(BIN)/pip install -q locust==2.47.0  # the load benchmark's client, pinned; not an app dependency
 	$(BIN)/python benchmarks/bench_index.py
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_launch.py
+	$(BIN)/python benchmarks/locust/bench_load.py --users 50 --minutes 4
 
 lint: install
 	$(BIN)/ruff check app sandbox
