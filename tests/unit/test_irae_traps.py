@@ -403,3 +403,11 @@ def test_multi_note_scenarios(name):
 def test_grade_rules_for_diabetes_and_arthritis(text, organ, grade):
     _r, events, _c, _v = run([START, ("2026-02-10", text)])
     assert events[organ]["ctcae_grade"] == grade
+
+
+def test_a_chemotherapy_partner_in_the_regimen_is_not_a_cause_unless_named_as_one():
+    combo = [("2026-01-05", "C1D1 carboplatin/pemetrexed/pembrolizumab today."),
+             ("2026-02-10", "Assessment: colitis while on carboplatin/pemetrexed/pembrolizumab; stool studies "
+                            "negative; started prednisone.")]
+    named = [combo[0], ("2026-02-10", "Assessment: mucositis and diarrhoea attributed to pemetrexed; no colitis.")]
+    assert organs(combo) == {"gastrointestinal"} and organs(named) == set()

@@ -180,6 +180,13 @@ def _verdict(kind: str, mods: dict[str, list[tuple[int, int, str]]], section: st
     if "OTHER_CAUSE" in mods and not immune:
         if _cause_confirmed(sentence, [(a, b) for a, b, _t in mods["OTHER_CAUSE"]]):
             return "other_cause"
+    if "OTHER_DRUG" in mods and not immune:
+        drugs = mods["OTHER_DRUG"]
+        named = ("CAUSAL" in mods
+                 or any(re.search(r"induced|related|associated|toxicit", t, _I) for _a, _b, t in drugs)
+                 or any(0 <= span[0] - b <= 2 for _a, b, _t in drugs))  # "paclitaxel neuropathy"
+        if named and _cause_confirmed(sentence, [(a, b) for a, b, _t in drugs]):
+            return "other_cause"
     if "HISTORICAL" in mods:
         return "predates"
     return "affirmed"
