@@ -411,3 +411,13 @@ def test_a_chemotherapy_partner_in_the_regimen_is_not_a_cause_unless_named_as_on
                             "negative; started prednisone.")]
     named = [combo[0], ("2026-02-10", "Assessment: mucositis and diarrhoea attributed to pemetrexed; no colitis.")]
     assert organs(combo) == {"gastrointestinal"} and organs(named) == set()
+
+
+@pytest.mark.parametrize("text", [
+    "Chronic hepatitis B, HBV DNA rising; entecavir started.",
+    "Ulcerative colitis flare, on mesalamine.",
+    "Seborrheic dermatitis of the scalp, ketoconazole shampoo.",
+    "Rheumatoid arthritis flare in both hands.",
+])
+def test_a_named_other_disease_is_not_the_irae_inside_its_name(text):
+    assert organs([START, ("2026-02-10", text)]) == set()

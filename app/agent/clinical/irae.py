@@ -214,8 +214,14 @@ def _mention_rows(note: Note, doc, ctx_docs, spans) -> tuple[list[dict], list[Ic
                                       note_text=note.text,
                                       cue_spans=tuple((c, a, b) for c, v in mods.items() for a, b, _t in v)))
                 continue
+            if ent.label_ not in ("IRAE", "OTHER_DX"):
+                continue
             rule = ent._.target_rule
-            meta = rule.metadata or {}
+            meta = dict(rule.metadata or {})
+            if ent.label_ == "OTHER_DX":  # a named other disease: an alternative cause for its group
+                if "organ" not in meta:
+                    continue
+                meta["other_dx"] = True
             rows.append({"ent": ent, "meta": meta, "mods": mods, "s0": s0, "s1": s1, "sentence": sentence,
                          "section": sec.category if sec else None,
                          "others": [(o.start_char, o.end_char) for o in irae_ents if o is not ent
@@ -274,6 +280,13 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
         hormone = _first_text(mods, "HORMONE")
         attribution = "ici" if immune else ("treated" if treated or hormone else None)
         abs_start = r["s0"] + ent.start_char
+        if meta.get("other_dx"):
+            copied = any(a <= abs_start < b for a, b in note.copied)
+            if verdict == "affirmed" and not copied and r["section"] not in _SUPPORT_SECTIONS:
+                verdict = "other_cause"
+            elif verdict == "affirmed":
+                verdict = "other_history"  # a problem list naming it: neither evidence nor a decision
+            attribution = None
         if verdict == "affirmed" and attribution != "ici" and _names_old_year(r["sentence"], note.date):
             verdict = "predates"  # "adjuvant ipilimumab 2018 complicated by hypophysitis"
         if verdict == "affirmed":
