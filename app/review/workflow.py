@@ -210,12 +210,23 @@ class ReviewService:
             raise PermissionDenied("You do not have permission to sign or change documents in the EHR.",
                                    code="review_not_permitted")
 
-    def _read(self, doc_id: str, action: str | None = None) -> dict:
-        """The draft as the EHR holds it now; with ``action``, refused unless the state allows it."""
+    def _read(self, doc_id: str, action: str | None = None, seen_version: str | None = None) -> dict:
+        """The draft as the EHR holds it now; with ``action``, refused unless its state allows it.
+
+        When the EHR's version is not the one the reviewer saw, the action is refused as a
+        409 ``review_conflict`` saying what changed (without relying on the EHR's If-Match).
+        """
         check_fhir_id(doc_id, "document id")
         doc = self.client.read("DocumentReference", doc_id, no_cache=True)
         patient = ((doc.get("subject") or {}).get("reference") or "").split("/")[-1] or None
         self._audit("R", "read", "0", [f"DocumentReference/{doc_id}"], patient)
+        current = (doc.get("meta") or {}).get("versionId")
+        if action is not None and seen_version is not None and current not in (None, seen_version):
+            try:
+                seen = self.client.vread("DocumentReference", doc_id, check_fhir_id(seen_version))
+            except UpstreamError:
+                seen = None
+            raise ConflictError(doc, describe_changes(seen, doc))
         if action is not None:
             transition(review_state(doc), action)
         return doc
@@ -249,7 +260,7 @@ class ReviewService:
             raise AppError("This draft has sentences without a verified source; review them first.",
                            code="unsupported_not_acknowledged", http_status=400)
         check_fhir_id(seen_version)
-        doc = self._read(doc_id, "approve")
+        doc = self._read(doc_id, "approve", seen_version)
         doc["docStatus"] = "final"
         doc["authenticator"] = {"reference": self.reviewer}
         updated = self._put(doc, seen_version)
@@ -265,7 +276,7 @@ class ReviewService:
         self._require_write()
         check_edit(new_text)
         check_fhir_id(seen_version)
-        doc = self._read(doc_id, "edit")
+        doc = self._read(doc_id, "edit", seen_version)
         old = draft_text(doc)
         attachment = doc["content"][0]["attachment"]
         raw = new_text.encode("utf-8")
@@ -284,7 +295,7 @@ class ReviewService:
             raise AppError(f"Choose a reason: {', '.join(REJECT_REASONS)}.", code="reason_missing",
                            http_status=400)
         check_fhir_id(seen_version)
-        doc = self._read(doc_id, "reject")
+        doc = self._read(doc_id, "reject", seen_version)
         doc["status"] = "entered-in-error"
         updated = self._put(doc, seen_version)
         version = (updated.get("meta") or {}).get("versionId")

@@ -174,3 +174,19 @@ def test_edit_distance_and_diff_use_rapidfuzz() -> None:
     assert edit_distance(a, b) == 2
     lines = line_diff("\n".join("x" * 2000), "\n".join("y" * 2000))
     assert len(lines) == 4000
+
+
+def test_a_stale_version_is_refused_without_writing(maker, trail, outbox, fake) -> None:  # type: ignore[no-untyped-def]
+    """Checked by the app itself, not left to the EHR's If-Match (which a server may ignore)."""
+    from app.review.workflow import ConflictError
+
+    doc_id, version = _written(outbox, fake)
+    svc = _svc(maker, trail)
+    svc.reject(doc_id, version, "inaccurate")
+    puts = [r for r in fake.requests if r[0] == "PUT"]
+    with pytest.raises(ConflictError) as err:  # the version seen before the reject
+        svc.approve(doc_id, version, acknowledged_unsupported=True, unsupported=0)
+    assert err.value.http_status == 409 and err.value.changes["current_version"] != version
+    [doc] = fake.drafts("run-1")
+    assert doc["status"] == "entered-in-error" and doc["docStatus"] == "preliminary"
+    assert [r for r in fake.requests if r[0] == "PUT"] == puts  # nothing written
