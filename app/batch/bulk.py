@@ -277,8 +277,10 @@ class BulkClient:
                                  headers={"Prefer": "respond-async"})
             except TemporaryUpstreamError:
                 transient += 1
-                if transient > self.max_transient:
+                if transient > min(3, self.max_transient):  # nobody answers: say so soon
                     raise
+                if self.on_progress:
+                    self.on_progress(f"the server did not answer the kick-off; retry {transient} of 3")
                 self._wait(None, transient)
                 continue
             try:
