@@ -241,9 +241,9 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
         if note.injected or not note.text.strip():
             continue
         doc = pipeline.note_doc(note.text)
-        note.sections = pipeline.doc_sections(doc)
+        note.sections = pipeline.doc_sections(doc, note.text)
         note.copied = _copied_spans(note)
-        sents = pipeline.doc_sentences(doc)
+        sents = pipeline.doc_sentences(doc, note.text)
         hit = [(a, b) for a, b in sents if any(e.start_char < b and a < e.end_char for e in doc.ents)]
         if not hit:
             continue

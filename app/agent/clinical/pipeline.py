@@ -268,8 +268,9 @@ def process_many(texts: Iterable[str], batch_size: int = 32) -> Iterator[Any]:
         yield from nlp.pipe(texts, batch_size=batch_size)
 
 
-def doc_sections(doc: Any) -> list[Section]:
-    text = doc.text
+def doc_sections(doc: Any, text: str | None = None) -> list[Section]:
+    """Sections of a processed doc; pass ``text`` (== doc.text) to spare rebuilding it."""
+    text = doc.text if text is None else text
     out: list[Section] = []
     for sec in doc._.sections:
         b0, b1 = sec.body_span
@@ -306,9 +307,9 @@ def sections(text: str) -> list[Section]:
     return list(_sections_cached(text))
 
 
-def doc_sentences(doc: Any) -> list[tuple[int, int]]:
+def doc_sentences(doc: Any, text: str | None = None) -> list[tuple[int, int]]:
     spans = []
-    text = doc.text  # built from the tokens on every access: once
+    text = doc.text if text is None else text  # doc.text is rebuilt from the tokens on every access
     for sent in doc.sents:
         start, end = sent.start_char, sent.end_char
         while start < end and text[start].isspace():
