@@ -74,7 +74,7 @@ def test_eval_cli_scores_a_labelled_corpus_per_trap_category_new_and_legacy():
     assert figures["safety"]["injection_cited"] == [] and figures["safety"]["restricted_cited"] == []
     assert figures["patient_f1"] >= 0.9 and figures["statuses"] == ["completed"]
     text = CliRunner().invoke(main, ["eval", "--task", "irae", "--data", str(DEV), "--engine", "legacy"])
-    assert text.exit_code == 0, text.output
+    assert text.exit_code in (0, 1), text.output  # 1: a quality gate (docs/governance.md) fails the old engine
     assert "engine legacy" in text.stdout and "traps (passed/total):" in text.stdout
 
 
