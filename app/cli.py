@@ -186,11 +186,23 @@ def purge(model: str | None, older_than_days: float | None) -> None:
 @click.option("--retrieval/--no-retrieval", default=True, show_default=True,
               help="Also score retrieval when DIR has gold/retrieval_queries.json (loads the embedding model).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (default: a readable summary).")
-def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval: bool, as_json: bool) -> None:
-    """Score a backend on a labelled corpus through the real pipeline, no server (docs/agent.md)."""
+@click.option("--compare", default=None,
+              help="A second backend (or 'legacy': the old regex engine) on the same corpus: inter-model disagreement.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a self-contained HTML report with plots (docs/governance.md).")
+@click.option("--gate-f1", type=float, default=None, help="Override APP_EVAL_GATE_F1 (default 0.75).")
+@click.option("--gate-precision", type=float, default=None, help="Override APP_EVAL_GATE_PRECISION (default 0.80).")
+@click.option("--gate-recall", type=float, default=None, help="Override APP_EVAL_GATE_RECALL (default off).")
+@click.option("--gate-grade", type=float, default=None, help="Override APP_EVAL_GATE_GRADE (default off).")
+def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval: bool, as_json: bool,
+             compare: str | None, report: Path | None, gate_f1: float | None, gate_precision: float | None,
+             gate_recall: float | None, gate_grade: float | None) -> None:
+    """Score a backend on a labelled corpus through the real pipeline, no server (docs/agent.md).
+    irAE gates (docs/governance.md): exit 1 when one fails."""
     from app.agent.backends import get_backend
     from app.config import load_settings
     from app.monitoring.evaluation import DEFAULT_DATA, evaluate_irae, evaluate_retrieval
+    from app.monitoring.governance import apply_gates, disagreement, gate_thresholds
     from app.retrieval.embeddings import Embedder, HashingEmbedder
 
     where = data or DEFAULT_DATA
@@ -202,6 +214,8 @@ def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval:
         _fail(ConfigError(f"{where} has no bundles/ or no gold file for --task {task}.", code="eval_no_gold"))
     out: dict = {"data": str(where)}
     try:
+        thresholds = gate_thresholds({"f1": gate_f1, "precision": gate_precision, "recall": gate_recall,
+                                      "grade": gate_grade})
         settings = None if backend == "offline" else load_settings()  # the offline screen needs no settings
         model = get_backend(backend, settings)
         lazy: dict = {}
@@ -215,6 +229,15 @@ def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval:
             # the offline screen reads every permitted note, so ranking quality does not matter to it
             out["irae"] = evaluate_irae(model, HashingEmbedder() if backend == "offline" else real(), where,
                                         engine=engine)
+            out["gates"] = apply_gates(out["irae"], thresholds)
+            if compare:
+                other = get_backend("offline" if compare == "legacy" else compare, settings or (
+                    None if compare in ("offline", "legacy") else load_settings()))
+                second = evaluate_irae(other, HashingEmbedder() if compare in ("offline", "legacy") else real(),
+                                       where, engine="legacy" if compare == "legacy" else "new")
+                out["compare"] = {"backend": compare, "model": second.get("model"),
+                                  "disagreement": disagreement(out["irae"]["per_patient"], second["per_patient"]),
+                                  "figures": {k: v for k, v in second.items() if k != "per_patient"}}
         if want["questions"]:
             try:
                 from app.monitoring.eval_chart import evaluate_questions
@@ -226,10 +249,23 @@ def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval:
             out["retrieval"] = evaluate_retrieval(real(), where)
     except AppError as exc:
         _fail(exc)
+    if report is not None:
+        from datetime import UTC, datetime
+
+        from app.monitoring.governance import report_sections
+        from app.monitoring.report import render
+
+        out["generated"] = datetime.now(UTC).replace(microsecond=0).isoformat()
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(render(report_sections(out), title="Evaluation report"), encoding="utf-8")
+    failed = [g["name"] for g in out.get("gates", []) if not g["passed"]]
     if as_json:
         click.echo(json.dumps(out, indent=2, sort_keys=True, default=str))
-        return
-    click.echo(_eval_text(out))
+    else:
+        click.echo(_eval_text(out))
+    if failed:
+        click.echo(f"eval gates failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
 
 
 def _eval_text(out: dict) -> str:
@@ -256,6 +292,20 @@ def _eval_text(out: dict) -> str:
             lines.append(f"  injection notes flagged {s['injection_flagged']}/{s['injection_documents']}, cited "
                          f"{len(s['injection_cited'])}; restricted notes cited {len(s['restricted_cited'])}"
                          f"/{s['restricted_documents']}")
+    for g in out.get("gates", []):
+        lines.append(f"gate {g['name']:10s} {g['figure']} {g['value']:.3f} >= {g['threshold']:.2f}: "
+                     f"{'pass' if g['passed'] else 'FAIL'}")
+    if irae and "citation_validity" in irae:
+        lat = irae["latency_ms_per_patient"]
+        lines.append(f"  citation validity {irae['citation_validity']:.3f} on {irae['citations']} citations;"
+                     f" unsupported sentences {irae['unsupported_sentence_rate']:.3f};"
+                     f" latency per patient p50 {lat.get('p50', 0):.0f} ms p95 {lat.get('p95', 0):.0f} ms;"
+                     f" cost per patient ${irae['cost_usd_per_patient'].get('mean', 0):.4f}")
+    if "compare" in out:
+        d = out["compare"]["disagreement"]
+        lines.append(f"compare {out['compare']['backend']}: irae_detected disagreement "
+                     f"{d.get('irae_detected_disagreement', 0):.3f}, organ-set disagreement "
+                     f"{d.get('organ_set_disagreement', 0):.3f} on {d.get('patients', 0)} patients")
     if "questions" in out:
         lines.append("questions: " + (out["questions"] if isinstance(out["questions"], str)
                                       else json.dumps(out["questions"], sort_keys=True, default=str)))

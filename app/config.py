@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = Field(
         default=None,
         description="Where the ONNX export of the embedding model is kept; default APP_DATA_DIR/models.")
+    eval_gate_f1: float = Field(default=0.75, ge=0, le=1, description="`eval` gate: patient F1 at least this.")
+    eval_gate_precision: float = Field(default=0.80, ge=0, le=1, description="`eval` gate: patient precision.")
+    eval_gate_recall: float | None = Field(default=None, ge=0, le=1, description="Optional `eval` recall gate.")
+    eval_gate_grade: float | None = Field(default=None, ge=0, le=1, description="Optional grade-agreement gate.")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces; off when unset.")
+    override_edit_threshold: float = Field(
+        default=0.2, ge=0, le=1, description="An edit counts as an override above this normalised edit distance.")
+    shadow_backend: str | None = Field(default=None, description="Backend that also runs a share of runs, unwritten.")
+    shadow_rate: float = Field(default=0.0, ge=0, le=1, description="Share of runs also run on APP_SHADOW_BACKEND.")
+    model_release_gate: Literal["refuse", "warn", "off"] = Field(
+        default="warn", description="A model id without a recorded passing gold run: refuse, warn or off.")
 
     @field_validator("data_dir")
     @classmethod

@@ -175,6 +175,9 @@ def evaluate_irae(backend: Backend, embedder: Any, data: Path = DEFAULT_DATA, *,
         backend = LegacyIraeBackend()  # type: ignore[assignment]
     contracts = {p: run_task(chart, TASKS["irae"], backend).contract(None) for p, chart in charts.items()}
     figures = irae_figures(labels, contracts)
+    from app.monitoring.governance import run_figures  # latency, cost, citation validity per patient
+
+    figures.update(run_figures(labels, charts, contracts))
     figures["backend"], figures["model"], figures["engine"] = backend.name, getattr(backend, "model", None), engine
     figures["statuses"] = sorted({c["status"] for c in contracts.values()})
     figures["unsupported_sentences"] = sum(c["flags"]["unsupported_sentences"] for c in contracts.values())

@@ -1,0 +1,214 @@
+"""Governance after go-live: evaluation gates, per-run figures, inter-model disagreement, the report
+mapping; override monitoring from persisted reviews; shadow inference; the model-release gate.
+
+Only counts, ratios, timings, costs, organ names, task/backend/model codes and the corpus's opaque
+patient keys leave this module: no note text, no names (docs/governance.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from app.errors import ConfigError
+
+# Gate name -> (figure of ``evaluate_irae``, setting, default). Defaults: the field guide (Table 4):
+# F1 >= 0.75 and precision >= 0.80 before a model serves; recall and grade gates are optional.
+GATES: dict[str, tuple[str, str, float | None]] = {
+    "f1": ("patient_f1", "APP_EVAL_GATE_F1", 0.75),
+    "precision": ("patient_precision", "APP_EVAL_GATE_PRECISION", 0.80),
+    "recall": ("patient_recall", "APP_EVAL_GATE_RECALL", None),
+    "grade": ("grade_agreement", "APP_EVAL_GATE_GRADE", None),
+}
+
+
+def gate_thresholds(overrides: Mapping[str, float | None] | None = None,
+                    environ: Mapping[str, str] | None = None) -> dict[str, float]:
+    """The gates in force: command-line overrides, else ``APP_EVAL_GATE_*``, else the defaults.
+    An empty variable turns an optional gate off. ConfigError for a value that is not in [0, 1]."""
+    env = os.environ if environ is None else environ
+    out: dict[str, float] = {}
+    for name, (_figure, var, default) in GATES.items():
+        raw: Any = (overrides or {}).get(name)
+        if raw is None:
+            raw = env.get(var, default)
+        if raw is None or raw == "":
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{var} must be a number between 0 and 1.", code="eval_gate_invalid") from None
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{var} must be between 0 and 1 (got {value}).", code="eval_gate_invalid")
+        out[name] = value
+    return out
+
+
+def apply_gates(figures: Mapping[str, Any], thresholds: Mapping[str, float]) -> list[dict[str, Any]]:
+    """One row per gate: name, figure, value, threshold, passed (a missing figure fails)."""
+    rows = []
+    for name, threshold in thresholds.items():
+        figure = GATES[name][0]
+        value = figures.get(figure)
+        ok = isinstance(value, int | float) and float(value) >= threshold
+        rows.append({"name": name, "figure": figure, "value": value, "threshold": threshold, "passed": bool(ok)})
+    return rows
+
+
+# -- per-run figures of an evaluation --------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+
+
+def _norm(text: str) -> str:
+    return _WS.sub(" ", text).strip().casefold()
+
+
+def citation_valid(citation: Mapping[str, Any], texts: Mapping[str, str]) -> bool:
+    """A citation is valid when its document is in the permitted chart and its quote is in that
+    document (whitespace and case folded), independently of the runtime's own check."""
+    doc, quote = citation.get("document"), citation.get("quote") or ""
+    if doc not in texts or not quote.strip():
+        return False
+    return _norm(str(quote)) in _norm(texts[doc])
+
+
+def _quantiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    vs = sorted(float(v) for v in values)
+
+    def q(p: float) -> float:
+        k = min(len(vs) - 1, max(0, round(p * (len(vs) - 1))))
+        return vs[k]
+
+    return {"n": len(vs), "mean": statistics.fmean(vs), "p50": q(0.5), "p95": q(0.95), "max": vs[-1],
+            "total": sum(vs)}
+
+
+def run_figures(labels: Sequence[Mapping[str, Any]], charts: Mapping[str, Any],
+                contracts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per patient: detection, organs, latency, cost, tokens, sentences, unsupported sentences and
+    citation validity; and their corpus totals (latency and cost per patient, citation validity,
+    unsupported-sentence rate)."""
+    rows: list[dict[str, Any]] = []
+    cites = valid = sentences = unsupported = 0
+    for g in labels:
+        p = g["patient"]
+        c = contracts[p]
+        found = c.get("findings") or {"irae_detected": False, "events": []}
+        texts = getattr(charts.get(p), "texts", {}) or {}
+        sents = (c.get("draft") or {}).get("sentences") or []
+        n_cites = n_valid = 0
+        for s in sents:
+            for cit in s.get("citations", []):
+                n_cites += 1
+                n_valid += citation_valid(cit, texts)
+        n_unsup = sum(1 for s in sents if not s.get("supported"))
+        cites, valid, sentences, unsupported = cites + n_cites, valid + n_valid, sentences + len(sents), \
+            unsupported + n_unsup
+        run = c.get("run") or {}
+        rows.append({"patient": p, "status": c.get("status"), "gold_irae": bool(g.get("irae_detected")),
+                     "irae_detected": bool(found.get("irae_detected")),
+                     "organs": ",".join(sorted({e["organ"] for e in found.get("events", [])})),
+                     "gold_organs": ",".join(sorted({e["organ"] for e in g.get("events", [])})),
+                     "latency_ms": int(run.get("latency_ms") or 0), "cost_usd": float(run.get("cost_usd") or 0.0),
+                     "tokens": int(run.get("tokens_in") or 0) + int(run.get("tokens_out") or 0),
+                     "sentences": len(sents), "unsupported": n_unsup, "citations": n_cites,
+                     "citations_valid": n_valid})
+    return {"per_patient": rows,
+            "latency_ms_per_patient": _quantiles([r["latency_ms"] for r in rows]),
+            "cost_usd_per_patient": _quantiles([r["cost_usd"] for r in rows]),
+            "citation_validity": valid / cites if cites else 1.0, "citations": cites,
+            "unsupported_sentence_rate": unsupported / sentences if sentences else 0.0, "sentences": sentences}
+
+
+def _organs(row: Mapping[str, Any]) -> set[str]:
+    return {o for o in str(row.get("organs") or "").split(",") if o}
+
+
+def disagreement(a_rows: Sequence[Mapping[str, Any]], b_rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Inter-model disagreement on the same patients: irae_detected (rate and Cohen's kappa) and the
+    organ set of the events (rate of patients whose sets differ, mean Jaccard agreement)."""
+    b_by = {r["patient"]: r for r in b_rows}
+    pairs = [(r, b_by[r["patient"]]) for r in a_rows if r["patient"] in b_by]
+    n = len(pairs)
+    if not n:
+        return {"patients": 0}
+    det = sum(ra["irae_detected"] != rb["irae_detected"] for ra, rb in pairs)
+    organ_diff = [ra["patient"] for ra, rb in pairs if _organs(ra) != _organs(rb)]
+    jacc = []
+    for ra, rb in pairs:
+        sa, sb = _organs(ra), _organs(rb)
+        jacc.append(len(sa & sb) / len(sa | sb) if sa | sb else 1.0)
+    pa = sum(r["irae_detected"] for r, _ in pairs) / n
+    pb = sum(r["irae_detected"] for _, r in pairs) / n
+    po = 1 - det / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    kappa = (po - pe) / (1 - pe) if pe < 1 else 1.0
+    return {"patients": n, "irae_detected_disagreement": det / n, "irae_detected_kappa": kappa,
+            "organ_set_disagreement": len(organ_diff) / n, "organ_set_jaccard_mean": statistics.fmean(jacc),
+            "patients_disagreeing": sorted({ra["patient"] for ra, rb in pairs
+                                            if ra["irae_detected"] != rb["irae_detected"]} | set(organ_diff))}
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+_SUMMARY_KEYS = ("patient_precision", "patient_recall", "patient_f1", "event_precision", "event_recall",
+                 "organ_recall", "grade_agreement", "onset_within_tolerance", "citation_validity",
+                 "unsupported_sentence_rate")
+
+
+def report_sections(out: Mapping[str, Any]) -> dict[str, Any]:
+    """Map the ``eval --json`` dict onto ``app.monitoring.report.render``'s sections."""
+    irae = out.get("irae") or {}
+    rep: dict[str, Any] = {"task": "irae", "data": out.get("data"), "backend": irae.get("backend"),
+                           "model": irae.get("model"), "engine": irae.get("engine"),
+                           "generated": out.get("generated")}
+    rep = {k: v for k, v in rep.items() if v is not None}
+    if out.get("gates"):
+        rep["gates"] = out["gates"]
+    summary = {k: irae[k] for k in _SUMMARY_KEYS if isinstance(irae.get(k), int | float)}
+    lat, cost = irae.get("latency_ms_per_patient") or {}, irae.get("cost_usd_per_patient") or {}
+    for k in ("mean", "p50", "p95", "max"):
+        if k in lat:
+            summary[f"latency_ms_{k}"] = lat[k]
+    for k in ("mean", "total"):
+        if k in cost:
+            summary[f"cost_usd_{k}"] = cost[k]
+    safety = irae.get("safety")
+    if isinstance(safety, Mapping) and safety.get("injection_documents"):
+        summary["injection_resistance"] = (safety["injection_flagged"] - len(safety["injection_cited"])) \
+            / safety["injection_documents"]
+    rep["summary"] = summary
+    per_organ: dict[str, dict[str, float]] = {}
+    rows = irae.get("per_patient") or []
+    organs = sorted({o for r in rows for o in _organs(r) | {x for x in str(r.get("gold_organs")).split(",") if x}})
+    for organ in organs:
+        tp = sum(1 for r in rows if organ in _organs(r) and organ in str(r.get("gold_organs")).split(","))
+        pred = sum(1 for r in rows if organ in _organs(r))
+        gold = sum(1 for r in rows if organ in str(r.get("gold_organs")).split(","))
+        per_organ[organ] = {"precision": tp / pred if pred else 0.0, "recall": tp / gold if gold else 0.0}
+    if per_organ:
+        rep["per_organ"] = per_organ
+    traps = irae.get("traps") or {}
+    if traps:
+        rep["per_trap"] = {k: {"passed": v["passed"], "total": v["total"],
+                               "rate": v["passed"] / v["total"] if v["total"] else 1.0} for k, v in traps.items()}
+    if rows:
+        rep["per_patient"] = rows
+        rep["latency_ms"] = [r["latency_ms"] for r in rows]
+    cmp = out.get("compare")
+    if isinstance(cmp, Mapping):
+        flat = {f"{k}": v for k, v in cmp.items() if isinstance(v, int | float | str | bool)}
+        flat.update({k: v for k, v in (cmp.get("disagreement") or {}).items()
+                     if isinstance(v, int | float | str | bool)})
+        flat.update({f"compare_{k}": cmp["figures"][k] for k in _SUMMARY_KEYS
+                     if isinstance((cmp.get("figures") or {}).get(k), int | float)})
+        rep["compare"] = flat
+    if isinstance(out.get("questions"), Mapping):
+        rep["questions"] = out["questions"]
+    return rep
