@@ -64,6 +64,9 @@ class Services:
         self.client_key = ClientKey.load(settings.private_key_path) if settings.private_key_path else None
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
+        from app.monitoring.metrics import Metrics
+
+        self.metrics = Metrics()  # one per app (create_app exposes it as app.extensions["sda_metrics"])
 
     @property
     def embedder(self) -> Embedder:
@@ -125,6 +128,9 @@ class DraftingService:
         backend = build_backend(self.s.settings, backend_name)  # chain, breakers, hybrid (docs/agent.md)
         started = datetime.now(UTC)
         draft = run_task(chart, task, backend, question=question, ledger=self.s.drafts.record_run)
+        self.s.metrics.record_run(task=draft.task, status=draft.status, backend=draft.backend,
+                                  seconds=draft.latency_ms / 1000, tokens_in=draft.tokens_in,
+                                  tokens_out=draft.tokens_out, cost_usd=draft.cost_usd)
         # the model call in the audit trail: who, model, run, patient, timing; never prompt or text
         self.s.audit.record_model_call(
             started=started, ended=datetime.now(UTC), outcome="0" if draft.status == "completed" else "4",

@@ -29,10 +29,18 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 accesslog = "-"
 # no query strings in the access log: /callback?code=... must never reach a log
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+# prometheus-client multiprocess mode: every worker writes its counters under this directory and
+# /metrics aggregates them (docs/governance.md). Set before any worker imports prometheus_client.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                      os.path.join(os.environ.get("APP_DATA_DIR", "var"), "prometheus-multiproc"))
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Migrate once in the master, before any worker starts."""
+    import shutil
+
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)  # stale files of a previous run
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
     from app.config import load_settings
     from app.store.db import make_engine
     from app.store.migrate import upgrade
@@ -42,3 +50,10 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         upgrade(engine)
     finally:
         engine.dispose()
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A dead worker's live gauges leave the aggregate; its counters stay (prometheus-client)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

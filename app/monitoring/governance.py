@@ -212,3 +212,100 @@ def report_sections(out: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("questions"), Mapping):
         rep["questions"] = out["questions"]
     return rep
+
+
+# -- override monitoring (persisted reviews) -------------------------------------------------------
+
+def iso_week(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    y, w, _ = datetime.fromtimestamp(ts, UTC).isocalendar()
+    return f"{y}-W{w:02d}"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if not n:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def classify_reviews(reviews: Sequence[Mapping[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """Each review (action, edit_distance, draft_chars, task, model, at) with its normalised edit
+    distance and whether it is an override: a reject, or an edit above ``threshold`` of the draft's
+    length (an edit whose draft length is unknown counts, conservatively)."""
+    out = []
+    for r in reviews:
+        action = r.get("action")
+        if action not in ("approve", "edit", "reject"):
+            continue
+        chars, dist = r.get("draft_chars"), r.get("edit_distance")
+        norm = None
+        if action == "edit" and dist is not None and chars:
+            norm = min(1.0, float(dist) / max(1, int(chars)))
+        override = action == "reject" or (action == "edit" and (norm is None or norm > threshold))
+        out.append({"task": r.get("task") or "unknown", "model": r.get("model") or "unknown",
+                    "week": iso_week(float(r.get("at") or 0.0)), "action": action, "normalised_edit": norm,
+                    "override": override, "at": float(r.get("at") or 0.0)})
+    return out
+
+
+def override_figures(rows: Sequence[Mapping[str, Any]], *, window: int = 100) -> dict[str, Any]:
+    """Override rate per (task, model, ISO week), the edit-distance distribution, and human-model
+    discordance on the rolling sample of the last ``window`` reviews (Wilson 95 % interval)."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for r in rows:
+        g = groups.setdefault((r["task"], r["model"], r["week"]), [0, 0])
+        g[0] += r["override"]
+        g[1] += 1
+    by_group = [{"task": t, "model": m, "week": w, "reviews": n, "overrides": k, "override_rate": k / n}
+                for (t, m, w), (k, n) in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))]
+    recent = sorted(rows, key=lambda r: r["at"])[-window:]
+    k = sum(r["override"] for r in recent)
+    lo, hi = wilson(k, len(recent))
+    total = len(rows)
+    return {"reviews": total, "override_rate": sum(r["override"] for r in rows) / total if total else None,
+            "by_group": by_group,
+            "edit_distances": [r["normalised_edit"] for r in rows if r["normalised_edit"] is not None],
+            "edits_unsized": sum(1 for r in rows if r["action"] == "edit" and r["normalised_edit"] is None),
+            "discordance": {"window": len(recent), "discordant": k,
+                            "rate": k / len(recent) if recent else None, "ci95": [lo, hi]}}
+
+
+def load_reviews(services: Any, *, limit: int = 500) -> list[dict[str, Any]]:
+    """The newest ``limit`` review events joined with their run's task and model, and the draft's
+    length in characters (decrypted in memory only to count; no text leaves)."""
+    from sqlalchemy import select
+
+    from app.store.models import ReviewRecord, RunRecord
+
+    with services.maker() as db:
+        recs = db.execute(select(ReviewRecord.action, ReviewRecord.edit_distance, ReviewRecord.run_id,
+                                 ReviewRecord.at, RunRecord.task, RunRecord.model)
+                          .outerjoin(RunRecord, RunRecord.run_id == ReviewRecord.run_id)
+                          .order_by(ReviewRecord.at.desc()).limit(limit)).all()
+    out = []
+    lengths: dict[str, int | None] = {}
+    for action, dist, run_id, at, task, model in recs:
+        chars = None
+        if action == "edit" and run_id:
+            if run_id not in lengths:
+                try:
+                    draft = services.drafts.get(run_id)
+                except Exception:  # noqa: BLE001 - a draft that cannot be opened counts as unsized
+                    draft = None
+                lengths[run_id] = len(draft.text) if draft is not None else None
+            chars = lengths[run_id]
+        out.append({"action": action, "edit_distance": dist, "at": at, "task": task, "model": model,
+                    "draft_chars": chars})
+    return out
+
+
+def override_summary(services: Any, *, limit: int = 500) -> dict[str, Any]:
+    threshold = float(getattr(services.settings, "override_edit_threshold", 0.2))
+    figures = override_figures(classify_reviews(load_reviews(services, limit=limit), threshold))
+    figures["threshold"] = threshold
+    return figures

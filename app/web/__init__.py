@@ -41,6 +41,28 @@ def register(app: Flask) -> None:
     for bp in (launch.bp, chart.bp, drafts.bp, review.bp, health.bp, style.bp, admin.bp):
         app.register_blueprint(bp)
 
+    import time
+
+    from flask import g
+
+    metrics = app.extensions["smart_draft"].metrics
+    app.extensions["sda_metrics"] = metrics
+    metrics.add_gauges(lambda: scrape_gauges(app))
+
+    @app.before_request
+    def _http_started() -> None:
+        g.sda_started = time.monotonic()
+
+    @app.after_request
+    def _http_metrics(resp):  # type: ignore[no-untyped-def]
+        """Requests by route *rule* (``/drafts/<run_id>``), never the path."""
+        started = g.get("sda_started")
+        if started is not None:
+            rule = request.url_rule.rule if request.url_rule is not None else None
+            metrics.record_http(rule=rule, method=request.method, status=resp.status_code,
+                                seconds=time.monotonic() - started)
+        return resp
+
     @app.before_request
     def _metrics_need_auth() -> None:
         """``/metrics``: an admin session, or ``Authorization: Bearer APP_METRICS_TOKEN``."""
@@ -64,6 +86,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(AppError)
     def _app_error(exc: AppError):  # type: ignore[no-untyped-def]
         event(log, "http.error", error_code=exc.code, http_status=exc.http_status, route=request.path[:80])
+        current_app.extensions["smart_draft"].metrics.record_error(exc.code)
         if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
             return jsonify(exc.to_dict()), exc.http_status
         return render_template("error.html", error=exc, next_step=NEXT_STEPS.get(exc.code)), exc.http_status
@@ -79,3 +102,19 @@ def register(app: Flask) -> None:
     def _not_found(_exc):  # type: ignore[no-untyped-def]
         err = AppError("This page does not exist.", code="not_found", http_status=404)
         return _app_error(err)
+
+
+def scrape_gauges(app: Flask) -> list:
+    """Shared state read from the database at scrape time (any worker answers the same)."""
+    from app.monitoring.governance import override_summary
+    from app.monitoring.metrics import gauge
+
+    s = app.extensions["smart_draft"]
+    web = app.extensions["smart_draft_web"]
+    out = [gauge("sda_outbox_depth", "Outbox items waiting to be written", float(len(s.outbox.pending()))),
+           gauge("sda_sessions_active", "Launch sessions in the database", float(web.active_count()))]
+    rate = override_summary(s, limit=500).get("override_rate")
+    if rate is not None:
+        out.append(gauge("sda_override_rate", "Share of recent reviews that rejected or substantially edited",
+                         float(rate)))
+    return out

@@ -17,14 +17,11 @@ def healthz():  # type: ignore[no-untyped-def]
 
 @bp.get("/metrics")
 def metrics():  # type: ignore[no-untyped-def]
-    s = current_app.extensions["smart_draft"]
-    web = current_app.extensions["smart_draft_web"]
-    pending = len(s.outbox.pending())
-    lines = [
-        "# TYPE sda_outbox_pending gauge", f"sda_outbox_pending {pending}",
-        "# TYPE sda_sessions_active gauge", f"sda_sessions_active {web.active_count()}",
-    ]
-    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    """prometheus-client exposition (app.monitoring.metrics); the admin/scrape-token check is in
+    app.web.register's before_request."""
+    from app.monitoring.metrics import CONTENT_TYPE
+
+    return Response(current_app.extensions["sda_metrics"].exposition(), content_type=CONTENT_TYPE)
 
 
 @bp.get("/.well-known/jwks.json")
