@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "cli.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 40],
+                        help="note counts of the other Synthea charts measured (nearest found)")
     args = parser.parse_args(argv)
     from sandbox.fhirstore import SekmetProcess, load_bundles
 
@@ -212,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         try:
             load_bundles(server.base, bundles, tmp / "fhir")
+            (tmp / "fhir" / "synthetic").mkdir()
             load_bundles(server.base, ROOT / "synthetic_data" / "bundles", tmp / "fhir" / "synthetic")
             counts = dict(note_counts(server.base))
             synthea = sorted((n, p) for p, n in counts.items() if not p.startswith("pat-") and n > 0)
             main_n, main_p = min(synthea, key=lambda t: abs(t[0] - MAIN_NOTES))
-            others = [min(synthea, key=lambda t: abs(t[0] - goal)) for goal in (100, 40)]
+            others = [min(synthea, key=lambda t: abs(t[0] - goal)) for goal in args.sizes]
             plan = [("synthea", main_p, main_n, True)]
             plan += [("synthea", p, n, False) for n, p in dict.fromkeys(others) if p != main_p]
             plan.append(("synthetic_data", "pat-onc-02", counts.get("pat-onc-02", 0), False))

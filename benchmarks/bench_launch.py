@@ -49,7 +49,12 @@ def synthea_bundle(where: Path, notes: int = FIRST_NOTES, seed: int = 2) -> dict
     docs = sorted((e for e in bundle["entry"] if e["resource"]["resourceType"] == "DocumentReference"),
                   key=lambda e: e["resource"].get("date") or "", reverse=True)
     drop = {id(e) for e in docs[notes:]}
+    gone = {e.get("fullUrl") for e in docs[notes:]}
     bundle["entry"] = [e for e in bundle["entry"] if id(e) not in drop]
+    for e in bundle["entry"]:  # Synthea's Provenance targets every entry: drop the cut ones
+        if e["resource"]["resourceType"] == "Provenance":
+            e["resource"]["target"] = [t for t in e["resource"].get("target") or []
+                                       if t.get("reference") not in gone]
     return bundle
 
 
