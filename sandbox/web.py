@@ -41,6 +41,9 @@ STYLE = {"color_background": "#f6f7f9", "color_error": "#b00020", "color_highlig
          "dim_border_radius": "4px", "dim_font_size": "14px", "dim_spacing_size": "16px",
          "font_family_body": "system-ui, sans-serif", "font_family_heading": "system-ui, sans-serif"}
 
+DARK_STYLE = dict(STYLE, color_background="#16181d", color_text="#e8eaed", color_highlight="#0b5cad",
+                  color_error="#ff8a80", color_success="#81c995")  # /smart-style.json?theme=dark
+
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:40rem}label{display:block;margin:.8rem 0}
 select,button{font-size:1rem;padding:.3rem}</style></head><body><h1>{{ title }}</h1>
@@ -106,7 +109,7 @@ def create_web_app(sb: Sandbox) -> Flask:
 
     @app.get("/smart-style.json")
     def style() -> Response:
-        return jsonify(STYLE)
+        return jsonify(DARK_STYLE if request.args.get("theme") == "dark" else STYLE)
 
     @app.post("/auth/token")
     def token() -> Response:

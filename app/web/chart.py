@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template
+import re
+
+from flask import Blueprint, jsonify, render_template, request
 
 from app.agent.tasks import TASKS
 from app.retrieval.indexer import patient_name
-from app.web.context import actor_for, current, ensure_chart
+from app.web import views
+from app.web.context import actor_for, current, ensure_chart, services
 
 bp = Blueprint("chart", __name__)
 
@@ -22,10 +25,19 @@ def chart():  # type: ignore[no-untyped-def]
          "status": next((x.get("code") for x in (c.get("clinicalStatus") or {}).get("coding") or []), "")}
         for c in chart.conditions
     ]
+    drafts = list(state.drafts.values())
+    date_ok = re.compile(r"^\d{4}-\d{2}-\d{2}$")  # filters from the query string: dates only
+    since, until = (request.args.get(k, "") for k in ("from", "to"))
+    filters = {"type": request.args.get("type", "")[:80], "from": since if date_ok.match(since) else "",
+               "to": until if date_ok.match(until) else ""}
+    notes = views.notes_list(chart, drafts, filters["type"] or None, filters["from"] or None,
+                             filters["to"] or None)
     return render_template(
         "chart.html", state=state, chart=chart, name=patient_name(chart), conditions=conditions,
         counts=chart.counts, writeback_reason=actor.grants.writeback_reason(), tasks=TASKS,
-        history=list(state.drafts.values()), results=state.results,
+        history=drafts, results=state.results, notes=notes, filters=filters,
+        denied=views.denied_counts(chart.counts),
+        patient_drafts=views.patient_drafts(services(), state.patient_id, state.sid),
     )
 
 

@@ -82,7 +82,10 @@ def run_page(key: str):  # type: ignore[no-untyped-def]
     job = _job(key)
     if job.state == "done" and job.run_id:
         return redirect(url_for("drafts.show", run_id=job.run_id))
-    return render_template("run.html", state=current(), job=job)
+    from app.web import NEXT_STEPS, views
+
+    return render_template("run.html", state=current(), job=job, title=views.task_title(job.task),
+                           next_step=NEXT_STEPS.get(job.error_code or ""))
 
 
 @bp.get("/api/runs/<key>")
@@ -106,12 +109,19 @@ def show(run_id: str):  # type: ignore[no-untyped-def]
     if draft is None:
         abort(404)
     from app.review.workflow import REJECT_REASONS
+    from app.web import views
 
     result = state.results.get(run_id) or {}
+    chart = state.chart or ensure_chart(state)  # the cited notes go into the page (no page per citation)
+    view = views.draft_view(draft, chart)
     return render_template("draft.html", state=state, draft=draft, result=result,
                            reject_reasons=REJECT_REASONS, reviews=state.reviews.get(run_id, []),
                            may_review=actor_for(state).grants.allows("DocumentReference", "update"),
-                           contract=draft.contract(result.get("written")))
+                           contract=draft.contract(result.get("written")), view=view,
+                           title=views.task_title(draft.task), irae=views.irae_rows(draft, view["sentences"]),
+                           writeback=views.writeback(result, state.fhir_base),
+                           effects=views.review_effects(result), log=views.review_log(services(), run_id, result),
+                           held=result.get("state") == "held_until_approval")
 
 
 @bp.get("/drafts/<run_id>/source/<doc_id>")

@@ -43,6 +43,8 @@ def review(run_id: str):  # type: ignore[no-untyped-def]
     draft = state.drafts.get(run_id)
     if draft is None:
         abort(404)
+    if (state.results.get(run_id) or {}).get("state") == "held_until_approval":
+        return _review_held_form(state, run_id, draft, action)  # Oracle: held in the app, not in the EHR
     doc_id, version = _written(state, run_id)
     svc = _service(state)
     try:
@@ -73,6 +75,33 @@ def review(run_id: str):  # type: ignore[no-untyped-def]
     state.reviews.setdefault(run_id, []).append(record)
     final = record if action in ("approve", "reject") else state.results[run_id].get("review")
     state.results[run_id] = dict(state.results[run_id], written=written, review=final)
+    return redirect(url_for("drafts.show", run_id=run_id))
+
+
+def _review_held_form(state, run_id: str, draft, action: str | None):  # type: ignore[no-untyped-def]
+    """The page's review of a held draft: the same service calls as the JSON API's held branch."""
+    svc = _service(state)
+    result = state.results.get(run_id) or {}
+    record: dict = {"action": action}
+    if action == "approve":
+        out = svc.approve_held(run_id, unsupported=draft.unsupported,
+                               acknowledged_unsupported=request.form.get("ack_unsupported") == "yes")
+        record.update(document_reference=out.document_reference, provenance=out.provenance)
+        written = services().outbox.get(run_id)["written"]
+        state.results[run_id] = dict(result, state="written", written=written, review=record)
+    elif action == "edit":
+        text = check_edit(request.form.get("text", ""))
+        record["edit_distance"] = svc.edit_held(run_id, text)
+        record["diff"] = line_diff(result.get("text") or draft.text, text)
+        state.results[run_id] = dict(result, text=text)
+    elif action == "reject":
+        reason = request.form.get("reason", "")
+        svc.reject_held(run_id, reason)
+        record["reason"] = reason
+        state.results[run_id] = dict(result, state="rejected", review=record)
+    else:
+        raise AppError("Unknown review action.", code="bad_action", http_status=400)
+    state.reviews.setdefault(run_id, []).append(record)
     return redirect(url_for("drafts.show", run_id=run_id))
 
 

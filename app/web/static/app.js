@@ -1,6 +1,58 @@
 // Page behaviour. No inline script anywhere: the CSP forbids it.
 (function () {
   "use strict";
+  document.documentElement.classList.add("js");
+
+  // Draft: choose a citation (or a sentence) to show its passage beside the draft, no page load.
+  var grid = document.getElementById("review-grid");
+  if (grid) {
+    var sentences = Array.prototype.slice.call(document.querySelectorAll("#sentences .sentence"));
+    var clearAll = function (selector, cls) {
+      Array.prototype.forEach.call(document.querySelectorAll(selector), function (el) { el.classList.remove(cls); });
+    };
+    var showCite = function (link, moveFocus) {
+      var n = link.dataset.cite, panel = document.getElementById(link.dataset.panel);
+      if (!panel) return;
+      clearAll(".src-panel.shown", "shown"); clearAll("mark.cited.on", "on");
+      clearAll("a.cite.current", "current"); clearAll(".sentence.current", "current");
+      panel.classList.add("shown");
+      Array.prototype.forEach.call(panel.querySelectorAll("mark.k" + n), function (m) { m.classList.add("on"); });
+      Array.prototype.forEach.call(document.querySelectorAll('a.cite[data-cite="' + n + '"]'),
+        function (a) { a.classList.add("current"); a.setAttribute("aria-current", "true"); });
+      var sentence = link.closest(".sentence");
+      if (sentence) sentence.classList.add("current");
+      var mark = document.getElementById("c" + n);
+      if (mark) mark.scrollIntoView({ block: "center", behavior: "auto" });
+      if (moveFocus) panel.focus({ preventScroll: true });
+      history.replaceState(null, "", "#c" + n);
+    };
+    grid.addEventListener("click", function (ev) {
+      var link = ev.target.closest("a.cite");
+      if (link) { ev.preventDefault(); Array.prototype.forEach.call(document.querySelectorAll("a.cite[aria-current]"),
+        function (a) { a.removeAttribute("aria-current"); }); showCite(link, false); return; }
+      var sentence = ev.target.closest(".sentence");
+      if (sentence) {
+        var first = sentence.querySelector("a.cite");
+        if (first) showCite(first, false);
+        else { clearAll(".sentence.current", "current"); sentence.classList.add("current"); }
+      }
+    });
+    // Up and down arrows between sentences: focus the next sentence's first citation and show it.
+    document.getElementById("sentences").addEventListener("keydown", function (ev) {
+      if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
+      var here = ev.target.closest(".sentence"), i = sentences.indexOf(here);
+      if (i < 0) return;
+      var next = sentences[i + (ev.key === "ArrowDown" ? 1 : -1)];
+      if (!next) return;
+      ev.preventDefault();
+      var link = next.querySelector("a.cite");
+      if (link) { link.focus(); showCite(link, false); }
+      else { next.setAttribute("tabindex", "-1"); next.focus(); clearAll(".sentence.current", "current"); next.classList.add("current"); }
+    });
+    var start = /^#c(\d+)$/.exec(window.location.hash);
+    var opened = start && document.querySelector('a.cite[data-cite="' + start[1] + '"]');
+    if (opened) showCite(opened, false);
+  }
 
   // Chart: live index progress.
   var bar = document.getElementById("progress");
