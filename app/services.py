@@ -67,6 +67,9 @@ class Services:
         from app.monitoring.metrics import Metrics
 
         self.metrics = Metrics()  # one per app (create_app exposes it as app.extensions["sda_metrics"])
+        from app.monitoring import tracing
+
+        tracing.configure(settings.otel_exporter_otlp_endpoint)  # off unless an OTLP endpoint is set
 
     @property
     def embedder(self) -> Embedder:
@@ -109,6 +112,14 @@ class Actor:
     grants: Grants
 
 
+def _traced_write(fn):  # type: ignore[no-untyped-def]
+    """The write joins the trace of its run (same process), as span ``writeback.write``."""
+    from app.monitoring.tracing import traced
+
+    return traced("writeback.write", run_id=lambda _self, _client, _chart, draft, *a, **k: draft.run_id,
+                  attrs=lambda _self, _client, _chart, draft, *a, **k: {"task": draft.task})(fn)
+
+
 class DraftingService:
     def __init__(self, services: Services) -> None:
         self.s = services
@@ -127,7 +138,13 @@ class DraftingService:
         task = get_task(task_name)
         backend = build_backend(self.s.settings, backend_name)  # chain, breakers, hybrid (docs/agent.md)
         started = datetime.now(UTC)
-        draft = run_task(chart, task, backend, question=question, ledger=self.s.drafts.record_run)
+        from app.monitoring import tracing
+
+        def ledger(row: dict) -> None:  # inside the run's span: its trace id goes on the ledger row
+            tracing.remember_run(str(row["run_id"]))
+            self.s.drafts.record_run(row, trace_id=tracing.current_trace_id())
+
+        draft = run_task(chart, task, backend, question=question, ledger=ledger)
         self.s.metrics.record_run(task=draft.task, status=draft.status, backend=draft.backend,
                                   seconds=draft.latency_ms / 1000, tokens_in=draft.tokens_in,
                                   tokens_out=draft.tokens_out, cost_usd=draft.cost_usd)
@@ -139,6 +156,7 @@ class DraftingService:
             backend=draft.backend, model_id=draft.model, run_id=draft.run_id, patient_id=chart.patient_id)
         return draft
 
+    @_traced_write
     def write(self, client: FhirClient, chart: PatientChart, draft: Draft, actor: Actor,
               *, encounter_id: str | None = None) -> dict:
         """Outbox first, then the server. Returns {state, written, reason}."""

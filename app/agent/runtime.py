@@ -21,6 +21,7 @@ from app.agent.guard import Limits, looks_injected
 from app.agent.tasks import TaskSpec
 from app.errors import AppError
 from app.logging import event, opaque
+from app.monitoring import tracing
 from app.retrieval.chunking import Chunk
 from app.retrieval.index import SearchResult
 from app.retrieval.indexer import PatientChart
@@ -67,10 +68,12 @@ class ChartTools:
         if time.monotonic() > self.deadline:
             raise LimitExceeded("The run took longer than its wall-time limit.")
 
+    @tracing.traced("tool.search", tool="search")
     def search(self, query: str, k: int = 6) -> list[SearchResult]:
         self.charge("search", (query, k))
         return self.chart.search(query, k=k)
 
+    @tracing.traced("tool.read_notes", tool="read_notes")
     def read_notes(self) -> list[Chunk]:
         """Every permitted chunk of the chart, oldest note first (a screen reads them all).
 
@@ -87,6 +90,7 @@ class ChartTools:
         """The Patient resource, for the app's pseudonymiser only (not a model tool)."""
         return self.chart.patient
 
+    @tracing.traced("tool.demographics", tool="demographics")
     def demographics(self) -> dict[str, object]:
         """Minimum necessary: age in years and administrative gender; never name or identifiers."""
         self.charge("demographics")
@@ -101,6 +105,7 @@ class ChartTools:
         gender = patient.get("gender") if isinstance(patient.get("gender"), str) else None
         return {"age_years": age, "gender": gender}
 
+    @tracing.traced("tool.conditions", tool="conditions")
     def conditions(self) -> list[dict[str, str]]:
         self.charge("conditions")
         out = []
@@ -189,6 +194,8 @@ class Draft:
         }
 
 
+@tracing.traced("agent.run", attrs=lambda chart, task, backend, **_: {"task": task.name,
+                                                                       "backend": backend.name})
 def run_task(chart: PatientChart, task: TaskSpec, backend: Backend, *, question: str | None = None,
              limits: Limits | None = None, ledger: Callable[[dict[str, object]], None] | None = None) -> Draft:
     """Run ``task`` for the chart with ``backend`` under ``limits``; never raises for a run that
@@ -201,7 +208,8 @@ def run_task(chart: PatientChart, task: TaskSpec, backend: Backend, *, question:
     tools = ChartTools(chart, limits)
     started = time.monotonic()
     try:
-        result = backend.run(task, tools, question=question, limits=limits)
+        with tracing.span("model.call", backend=backend.name):
+            result = backend.run(task, tools, question=question, limits=limits)
     except LimitExceeded as exc:
         result = BackendResult(sentences=[], status=exc.code, notes=["The run was stopped: " + str(exc)])
     except AppError as exc:  # the model endpoint failed after its retries; the message is ours
@@ -215,8 +223,10 @@ def run_task(chart: PatientChart, task: TaskSpec, backend: Backend, *, question:
         status = "limit_exceeded"
     if status != "completed" and status not in STATUSES:
         status = "failed"
-    sentences = verify(result.sentences, chart.chunk_by_id())
-    injected = sorted(d for d, text in chart.texts.items() if looks_injected(text))
+    with tracing.span("citations.verify"):
+        sentences = verify(result.sentences, chart.chunk_by_id())
+    hidden = getattr(chart, "hidden_injection", frozenset())
+    injected = sorted(d for d, text in chart.texts.items() if d in hidden or looks_injected(text))
     draft = Draft(
         run_id=run_id, task=task.name, patient_id=chart.patient_id, status=status,
         sentences=sentences, findings=result.findings if status == "completed" else None,
@@ -227,6 +237,8 @@ def run_task(chart: PatientChart, task: TaskSpec, backend: Backend, *, question:
         answer_found=result.answer_found,
     )
     row = draft.ledger_row()
+    tracing.annotate(status=draft.status, model=draft.model, turns=draft.turns, tokens_in=draft.tokens_in,
+                     tokens_out=draft.tokens_out, cost_usd=draft.cost_usd, count=len(sentences))
     event(log, "agent.run", **{k: v for k, v in row.items() if k != "latency_ms"},
           duration_ms=latency, patient=opaque(chart.patient_id), count=len(sentences))
     if ledger is not None:

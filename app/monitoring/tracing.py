@@ -42,8 +42,8 @@ def configure(endpoint: str | None, *, service_name: str = "smart-draft-agent", 
         return False
     with _lock:
         key = endpoint or "custom"
-        if _configured == key and _provider is not None:
-            return True
+        if exporter is None and _configured == key and _provider is not None:
+            return True  # (a given exporter, in tests, always gets a fresh provider)
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -111,3 +111,62 @@ def set_attributes(sp: trace.Span, **attrs: Any) -> None:
 def current_trace_id() -> str | None:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx and ctx.is_valid else None
+
+
+# The span context of recent runs in this process, so the write of a run (a later call, same
+# process) joins the run's trace. Bounded: oldest forgotten first.
+_RUNS: dict[str, trace.SpanContext] = {}
+_RUNS_MAX = 1024
+
+
+def remember_run(run_id: str) -> None:
+    ctx = trace.get_current_span().get_span_context()
+    if ctx is None or not ctx.is_valid:
+        return
+    with _lock:
+        _RUNS[run_id] = ctx
+        while len(_RUNS) > _RUNS_MAX:
+            _RUNS.pop(next(iter(_RUNS)))
+
+
+@contextmanager
+def run_span(run_id: str, name: str, **attrs: Any) -> Iterator[trace.Span]:
+    """A span in the trace of run ``run_id`` when this process ran it, else a new trace."""
+    from opentelemetry import context as otel_context
+
+    with _lock:
+        parent = _RUNS.get(run_id)
+    token = None
+    if parent is not None:
+        token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(parent)))
+    try:
+        with span(name, **attrs) as sp:
+            yield sp
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+
+
+def annotate(**attrs: Any) -> None:
+    """Allowlisted attributes on the current span (no-op without one)."""
+    set_attributes(trace.get_current_span(), **attrs)
+
+
+def traced(name: str, *, attrs: Any = None, run_id: Any = None, **static: Any) -> Any:
+    """Decorator: the call runs in a span ``name`` (each tool call of a run, the run itself, the
+    write). ``attrs(*args, **kwargs)`` adds attributes from the arguments (still allowlisted);
+    ``run_id(*args, **kwargs)`` names a run whose trace the span joins (``run_span``)."""
+    import functools
+
+    def wrap(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            extra = dict(static)
+            if attrs is not None:
+                extra.update(attrs(*args, **kwargs))
+            rid = run_id(*args, **kwargs) if run_id is not None else None
+            cm = run_span(rid, name, **extra) if rid else span(name, **extra)
+            with cm:
+                return fn(*args, **kwargs)
+        return inner
+    return wrap
