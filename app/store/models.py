@@ -250,3 +250,38 @@ class SessionStore:
             for row in rows:
                 db.delete(row)
             return len(rows)
+
+
+# --- revision 0003 ----------------------------------------------------------------------------
+class ShadowRunRecord(Base):
+    """A shadow run (APP_SHADOW_BACKEND): never written or shown; only figures (docs/governance.md)."""
+
+    __tablename__ = "shadow_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64), index=True)  # the primary run it shadowed
+    task: Mapped[str] = mapped_column(String(32))
+    backend: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(32))
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    primary_latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    primary_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    disagree: Mapped[bool] = mapped_column(Boolean, default=False)  # irae_detected or organ set differs
+    agreement: Mapped[float] = mapped_column(Float, default=1.0)  # Jaccard: organs (irae), cited documents
+    created: Mapped[float] = mapped_column(Float, index=True)
+
+
+class ModelReleaseRecord(Base):
+    """A gold-set run of a backend + model (``eval --record``): the model-release gate reads it."""
+
+    __tablename__ = "model_releases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backend: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    f1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    precision: Mapped[float | None] = mapped_column(Float, nullable=True)
+    corpus: Mapped[str] = mapped_column(String(200))
+    created: Mapped[float] = mapped_column(Float)
