@@ -20,6 +20,14 @@ INJECTION_PATTERNS = tuple(
         r"\bapprove (this|the) draft\b",
         r"\b(do not|don't) (report|mention|flag)\b",
         r"</?(system|instructions?|prompt)>",
+        # text that addresses an automated reader is never clinical documentation
+        r"\b(to|for|attention)\s+(any\s+|the\s+|all\s+)?(ai|a\.i\.|llm|(large\s+)?language\s+models?|chatbots?|"
+        r"ai\s+(assistants?|models?|systems?|tools?)|automated\s+(systems?|assistants?|reviewers?))\b",
+        r"\b(ai|llm|language\s+model|chatbot)(\s+(assistant|model|system|tool))?\s+"
+        r"(processing|reading|reviewing|summari[sz]ing|analy[sz]ing)\b",
+        r"\bauthori[sz]ed\s+instructions?\b",
+        r"\binstructions?\b.{0,40}\boverrides?\b|\boverrides?\s+(the\s+|all\s+|any\s+)?(previous\s+|prior\s+)?"
+        r"(instructions?|oncologist|clinician|physician|care\s+team)\b",
     )
 )
 

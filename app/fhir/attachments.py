@@ -39,6 +39,18 @@ class ExtractedText:
     text: str | None
     content_type: str | None
     skipped: str | None = None  # reason code when no text
+    # Instructions aimed at an AI in markup the reader never sees (HTML comments, hidden
+    # elements): they are dropped from ``text``, but the note is still flagged as hostile.
+    hidden_injection: bool = False
+
+
+def hidden_markup_injection(markup: str) -> bool:
+    """Does HTML carry injection text outside what ``html_to_text`` keeps (comments, hidden parts)?"""
+    from app.agent.guard import looks_injected
+
+    exposed = re.sub(r"<!--|-->", " ", markup)
+    exposed = html.unescape(re.sub(r"<[^>]{0,2000}>", " ", exposed))
+    return looks_injected(exposed)
 
 
 def _media_type(content_type: str | None) -> tuple[str, str | None]:
@@ -175,6 +187,9 @@ def extract_text(client: FhirClient, document: dict, *, max_bytes: int = MAX_BYT
             continue
         text = decode_bytes(raw, media, charset)
         if text and text.strip():
-            return ExtractedText(text, media)
+            hidden = False
+            if media in ("text/html", "application/xhtml+xml"):
+                hidden = hidden_markup_injection(raw.decode(charset or "utf-8", errors="replace"))
+            return ExtractedText(text, media, hidden_injection=hidden)
         last_reason = "empty_text"
     return ExtractedText(None, None, last_reason)

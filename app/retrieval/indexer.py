@@ -125,6 +125,7 @@ class PatientChart:
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache: EmbeddingCache | None = None
     token_counts: dict[str, int] = field(default_factory=dict)  # memo of short pieces' counts
+    hidden_injection: frozenset[str] = frozenset()  # notes with AI instructions in hidden markup
 
     @property
     def chunks(self) -> int:
@@ -350,6 +351,8 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
                     if nxt is not None:
                         ahead.append((nxt, pool.submit(fetch, nxt)))
                     extracted = future.result()
+                    if extracted.hidden_injection:
+                        chart.hidden_injection = chart.hidden_injection | {meta.id}
                     if extracted.text is None:
                         counts[f"skipped:{extracted.skipped}"] += 1
                         group.append((meta, None, []))

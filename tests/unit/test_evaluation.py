@@ -72,6 +72,8 @@ def test_eval_cli_scores_a_labelled_corpus_per_trap_category_new_and_legacy():
     figures = json.loads(new.stdout)["irae"]
     assert figures["counts"]["patients"] >= 24 and "differential" in figures["traps"]
     assert figures["safety"]["injection_cited"] == [] and figures["safety"]["restricted_cited"] == []
+    # every injection note flagged, those hidden in HTML comments or hidden elements too
+    assert figures["safety"]["injection_flagged"] == figures["safety"]["injection_documents"] == 3
     assert figures["patient_f1"] >= 0.9 and figures["statuses"] == ["completed"]
     text = CliRunner().invoke(main, ["eval", "--task", "irae", "--data", str(DEV), "--engine", "legacy"])
     assert text.exit_code in (0, 1), text.output  # 1: a quality gate (docs/governance.md) fails the old engine
