@@ -194,9 +194,11 @@ def purge(model: str | None, older_than_days: float | None) -> None:
 @click.option("--gate-precision", type=float, default=None, help="Override APP_EVAL_GATE_PRECISION (default 0.80).")
 @click.option("--gate-recall", type=float, default=None, help="Override APP_EVAL_GATE_RECALL (default off).")
 @click.option("--gate-grade", type=float, default=None, help="Override APP_EVAL_GATE_GRADE (default off).")
+@click.option("--record", is_flag=True,
+              help="Record this gold run for backend + model in the database (the model-release gate).")
 def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval: bool, as_json: bool,
              compare: str | None, report: Path | None, gate_f1: float | None, gate_precision: float | None,
-             gate_recall: float | None, gate_grade: float | None) -> None:
+             gate_recall: float | None, gate_grade: float | None, record: bool) -> None:
     """Score a backend on a labelled corpus through the real pipeline, no server (docs/agent.md).
     irAE gates (docs/governance.md): exit 1 when one fails."""
     from app.agent.backends import get_backend
@@ -259,6 +261,13 @@ def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(render(report_sections(out), title="Evaluation report"), encoding="utf-8")
     failed = [g["name"] for g in out.get("gates", []) if not g["passed"]]
+    if record:
+        if "irae" not in out:
+            _fail(ConfigError("--record needs the irAE gold set (gold/irae.json).", code="eval_no_gold"))
+        try:
+            out["recorded"] = _record_release(out, passed=not failed)
+        except AppError as exc:
+            _fail(exc)
     if as_json:
         click.echo(json.dumps(out, indent=2, sort_keys=True, default=str))
     else:
@@ -266,6 +275,32 @@ def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval:
     if failed:
         click.echo(f"eval gates failed: {', '.join(failed)}", err=True)
         sys.exit(1)
+
+
+def _record_release(out: dict, *, passed: bool) -> dict:
+    """The gold run in ``model_releases`` (APP_DATABASE_URL or APP_DATA_DIR/app.db)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.config import load_settings
+    from app.monitoring.governance import record_release
+    from app.store.db import make_engine, make_sessionmaker
+    from app.store.migrate import upgrade
+
+    irae = out["irae"]
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        upgrade(engine)
+        record_release(make_sessionmaker(engine), backend=str(irae["backend"]), model=str(irae["model"]),
+                       passed=passed, f1=irae.get("patient_f1"), precision=irae.get("patient_precision"),
+                       corpus=Path(out["data"]).name)
+    except SQLAlchemyError as exc:
+        raise UpstreamError(f"The gold run could not be recorded: the database failed ({type(exc).__name__}).",
+                            code="db_unavailable") from None
+    finally:
+        engine.dispose()
+    return {"backend": irae["backend"], "model": irae["model"], "passed": passed}
 
 
 def _eval_text(out: dict) -> str:

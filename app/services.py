@@ -123,6 +123,7 @@ def _traced_write(fn):  # type: ignore[no-untyped-def]
 class DraftingService:
     def __init__(self, services: Services) -> None:
         self.s = services
+        self.last_shadow: threading.Thread | None = None
 
     def profile(self, client: FhirClient) -> ServerProfile:
         if self.s.settings.server_profile != "auto":
@@ -137,6 +138,9 @@ class DraftingService:
         """Run the task; the run lands in the ledger (``runs``) and the model call in the audit trail."""
         task = get_task(task_name)
         backend = build_backend(self.s.settings, backend_name)  # chain, breakers, hybrid (docs/agent.md)
+        from app.monitoring.governance import check_release, maybe_shadow
+
+        check_release(self.s, backend)  # APP_MODEL_RELEASE_GATE: a gold run before a new model serves
         started = datetime.now(UTC)
         from app.monitoring import tracing
 
@@ -148,6 +152,8 @@ class DraftingService:
         self.s.metrics.record_run(task=draft.task, status=draft.status, backend=draft.backend,
                                   seconds=draft.latency_ms / 1000, tokens_in=draft.tokens_in,
                                   tokens_out=draft.tokens_out, cost_usd=draft.cost_usd)
+        # APP_SHADOW_RATE of the runs also run on APP_SHADOW_BACKEND: compared, never written
+        self.last_shadow = maybe_shadow(self.s, chart, task, draft, question=question)
         # the model call in the audit trail: who, model, run, patient, timing; never prompt or text
         self.s.audit.record_model_call(
             started=started, ended=datetime.now(UTC), outcome="0" if draft.status == "completed" else "4",

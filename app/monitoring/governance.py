@@ -309,3 +309,163 @@ def override_summary(services: Any, *, limit: int = 500) -> dict[str, Any]:
     figures = override_figures(classify_reviews(load_reviews(services, limit=limit), threshold))
     figures["threshold"] = threshold
     return figures
+
+
+# -- shadow inference ------------------------------------------------------------------------------
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def compare_drafts(primary: Any, shadow: Any) -> tuple[bool, float]:
+    """(disagree, agreement). irAE: irae_detected or the organ set differs; agreement is the Jaccard
+    of the organ sets. Other tasks: Jaccard of the cited document sets; disagree below 0.5."""
+    if primary.task == "irae":
+        pf, sf = primary.findings or {}, shadow.findings or {}
+        po = {e.get("organ") for e in pf.get("events", [])}
+        so = {e.get("organ") for e in sf.get("events", [])}
+        agreement = _jaccard(po, so)  # type: ignore[arg-type]
+        return bool(pf.get("irae_detected")) != bool(sf.get("irae_detected")) or po != so, agreement
+    agreement = _jaccard({d for d, _ in primary.cited_documents()}, {d for d, _ in shadow.cited_documents()})
+    return agreement < 0.5 or primary.status != shadow.status, agreement
+
+
+def shadow_due(settings: Any, rng: Any = None) -> bool:
+    import random
+
+    rate = float(getattr(settings, "shadow_rate", 0.0) or 0.0)
+    return bool(getattr(settings, "shadow_backend", None)) and rate > 0 and (rng or random.random)() < rate
+
+
+def run_shadow(services: Any, chart: Any, task: Any, primary: Any, *, question: str | None = None) -> dict:
+    """Run ``task`` on APP_SHADOW_BACKEND for the same chart: never saved as a draft, never written,
+    never shown; only the comparison is stored (``shadow_runs``). Failures are recorded, not raised."""
+    import logging
+    import time
+
+    from app.agent.backends import build_backend
+    from app.agent.runtime import run_task
+    from app.logging import event
+    from app.store.models import ShadowRunRecord
+
+    log = logging.getLogger(__name__)
+    name = services.settings.shadow_backend
+    try:
+        backend = build_backend(services.settings, name, hybrid=False)
+        shadow = run_task(chart, task, backend, question=question)  # no ledger: not a run of the app
+    except Exception as exc:  # noqa: BLE001 - a shadow must never disturb the primary run
+        event(log, "shadow.failed", run_id=primary.run_id, error_code=getattr(exc, "code", type(exc).__name__))
+        row = {"status": "failed", "backend": str(name)[:32], "model": "unknown", "latency_ms": 0,
+               "cost_usd": 0.0, "tokens": 0, "disagree": True, "agreement": 0.0}
+    else:
+        disagree, agreement = compare_drafts(primary, shadow)
+        row = {"status": shadow.status, "backend": shadow.backend[:32], "model": shadow.model[:128],
+               "latency_ms": shadow.latency_ms, "cost_usd": shadow.cost_usd,
+               "tokens": shadow.tokens_in + shadow.tokens_out, "disagree": disagree, "agreement": agreement}
+    with services.maker.begin() as db:
+        db.add(ShadowRunRecord(run_id=primary.run_id, task=primary.task, primary_latency_ms=primary.latency_ms,
+                               primary_cost_usd=primary.cost_usd, created=time.time(), **row))
+    event(log, "shadow.run", run_id=primary.run_id, backend=row["backend"], status=row["status"],
+          duration_ms=row["latency_ms"])
+    return row
+
+
+def maybe_shadow(services: Any, chart: Any, task: Any, primary: Any, *, question: str | None = None,
+                 rng: Any = None, background: bool = True) -> Any:
+    """Start a shadow run for APP_SHADOW_RATE of the runs (in a daemon thread: the clinician does
+    not wait for it). Returns the thread (or the row when ``background`` is false), else None."""
+    import threading
+
+    if primary.status != "completed" or not shadow_due(services.settings, rng):
+        return None
+    if not background:
+        return run_shadow(services, chart, task, primary, question=question)
+    thread = threading.Thread(target=run_shadow, args=(services, chart, task, primary),
+                              kwargs={"question": question}, name="shadow-run", daemon=True)
+    thread.start()
+    return thread
+
+
+def shadow_summary(services: Any, *, limit: int = 500) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from app.store.models import ShadowRunRecord
+
+    with services.maker() as db:
+        rows = db.scalars(select(ShadowRunRecord).order_by(ShadowRunRecord.created.desc()).limit(limit)).all()
+        recs = [{c: getattr(r, c) for c in ("run_id", "task", "backend", "model", "status", "latency_ms",
+                                             "cost_usd", "tokens", "primary_latency_ms", "primary_cost_usd",
+                                             "disagree", "agreement", "created")} for r in rows]
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in recs:
+        groups.setdefault((r["task"], r["backend"], r["model"]), []).append(r)
+    by_group = [{"task": t, "backend": b, "model": m, "runs": len(rs),
+                 "disagreement": sum(r["disagree"] for r in rs) / len(rs),
+                 "agreement_mean": statistics.fmean(r["agreement"] for r in rs),
+                 "latency_ms_p50": _quantiles([r["latency_ms"] for r in rs])["p50"],
+                 "primary_latency_ms_p50": _quantiles([r["primary_latency_ms"] for r in rs])["p50"],
+                 "cost_usd_total": sum(r["cost_usd"] for r in rs),
+                 "failed": sum(r["status"] == "failed" for r in rs)} for (t, b, m), rs in sorted(groups.items())]
+    return {"runs": len(recs), "by_group": by_group, "recent": recs[:20]}
+
+
+# -- the model-release gate ------------------------------------------------------------------------
+
+def record_release(maker: Any, *, backend: str, model: str, passed: bool, f1: float | None,
+                   precision: float | None, corpus: str) -> None:
+    import time
+
+    from app.store.models import ModelReleaseRecord
+
+    with maker.begin() as db:
+        db.add(ModelReleaseRecord(backend=backend[:32], model=model[:128], passed=passed, f1=f1,
+                                  precision=precision, corpus=corpus[:200], created=time.time()))
+
+
+def release_status(maker: Any, backend: str, model: str) -> dict[str, Any] | None:
+    """The newest gold run recorded for backend + model, or None."""
+    from sqlalchemy import select
+
+    from app.store.models import ModelReleaseRecord
+
+    with maker() as db:
+        rec = db.scalars(select(ModelReleaseRecord).where(ModelReleaseRecord.backend == backend[:32],
+                                                          ModelReleaseRecord.model == model[:128])
+                         .order_by(ModelReleaseRecord.created.desc(), ModelReleaseRecord.id.desc())
+                         .limit(1)).first()
+        if rec is None:
+            return None
+        return {"backend": rec.backend, "model": rec.model, "passed": bool(rec.passed), "f1": rec.f1,
+                "precision": rec.precision, "corpus": rec.corpus, "created": rec.created}
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def check_release(services: Any, backend: Any) -> dict[str, Any]:
+    """Before a run: has the backend's model a passing gold run (``eval --record``)? APP_MODEL_RELEASE_GATE
+    ``refuse`` raises ``model_not_released`` (503), ``warn`` logs once per process and model, ``off``
+    does nothing. Returns {mode, backend, model, released}."""
+    import logging
+
+    from app.errors import AppError
+    from app.logging import event
+
+    mode = getattr(services.settings, "model_release_gate", "warn")
+    name, model = str(getattr(backend, "name", "unknown")), str(getattr(backend, "model", "unknown"))
+    out = {"mode": mode, "backend": name, "model": model, "released": None}
+    if mode == "off":
+        return out
+    status = release_status(services.maker, name, model)
+    out["released"] = bool(status and status["passed"])
+    if out["released"]:
+        return out
+    if mode == "refuse":
+        raise AppError(f"The model {model} ({name}) has no passing gold run recorded: run "
+                       f"`python -m app eval --backend {name} --record` on the gold set first "
+                       "(APP_MODEL_RELEASE_GATE=refuse).", code="model_not_released", http_status=503)
+    if (name, model) not in _WARNED:
+        _WARNED.add((name, model))
+        event(logging.getLogger(__name__), "model_release.unverified", backend=name, model=model,
+              error_code="model_not_released")
+    return out

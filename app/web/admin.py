@@ -24,7 +24,45 @@ def admin_figures() -> dict:
 
     return {"runs": sorted(runs, key=lambda r: r["run_id"]), "reviews": by_action,
             "override_rate": overridden / total if total else None, "outbox_depth": depth,
-            "breakers": process_breakers().snapshot()}
+            "breakers": process_breakers().snapshot(), **governance_figures(s)}
+
+
+def _svg_img(svg: str) -> str:
+    """A plot as an <img> data URI: the page's CSP (img-src data:) allows it, no inline style or script."""
+    import base64
+
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+
+
+def governance_figures(s) -> dict:  # type: ignore[no-untyped-def]
+    """Override monitoring (persisted reviews), shadow inference and the model-release gate (docs/governance.md)."""
+    from app.agent.backends import build_backend
+    from app.errors import AppError
+    from app.monitoring import report
+    from app.monitoring.governance import override_summary, release_status, shadow_summary
+
+    overrides, shadow = override_summary(s), shadow_summary(s)
+    plots = {}
+    if overrides["by_group"]:
+        weeks: dict[str, dict[str, float]] = {}
+        for g in overrides["by_group"]:
+            weeks.setdefault(g["week"], {})[f"{g['task']}/{g['model']}"] = g["override_rate"]
+        plots["override_weeks"] = _svg_img(report.bar_chart("Override rate per ISO week (task/model)", weeks))
+    if overrides["edit_distances"]:
+        plots["edit_distances"] = _svg_img(report.histogram(
+            "Edit distance of edits (share of the draft)", overrides["edit_distances"], xlabel="normalised edit"))
+    if shadow["by_group"]:
+        plots["shadow"] = _svg_img(report.bar_chart("Shadow runs: disagreement and agreement", {
+            f"{g['task']}/{g['model']}": {"disagreement": g["disagreement"], "agreement": g["agreement_mean"]}
+            for g in shadow["by_group"]}))
+    try:
+        backend = build_backend(s.settings)
+        release = {"backend": backend.name, "model": backend.model, "mode": s.settings.model_release_gate,
+                   "status": release_status(s.maker, backend.name, backend.model)}
+    except AppError as exc:
+        release = {"backend": s.settings.llm_backend, "model": "unknown", "mode": s.settings.model_release_gate,
+                   "status": None, "error": exc.code}
+    return {"overrides": overrides, "shadow": shadow, "release": release, "plots": plots}
 
 
 @bp.get("/admin")
