@@ -89,7 +89,7 @@ def _version(ref: str | None) -> str | None:
 class Segment:
     text: str
     cites: list[int] = field(default_factory=list)  # citation numbers covering this piece
-    anchor: int | None = None  # the citation that starts here (its element id)
+    anchors: list[int] = field(default_factory=list)  # citations that start here (element ids)
 
 
 @dataclass
@@ -104,17 +104,17 @@ class SourcePanel:
 def _segments(text: str, spans: list[tuple[int, int, int]]) -> list[Segment]:
     """Cut ``text`` at every span edge; each piece lists the citations covering it."""
     edges = sorted({0, len(text), *[max(0, min(len(text), e)) for s, t, _ in spans for e in (s, t)]})
-    starts: dict[int, int] = {}
+    starts: dict[int, list[int]] = {}
     for s, _t, n in spans:
-        starts.setdefault(max(0, min(len(text), s)), n)
+        starts.setdefault(max(0, min(len(text), s)), []).append(n)
     out: list[Segment] = []
     for a, b in zip(edges, edges[1:], strict=False):
         if a == b:
             continue
         cover = [n for s, t, n in spans if s <= a and b <= t]
-        out.append(Segment(text[a:b], cover, starts.pop(a, None) if cover else None))
-    for n in starts.values():  # an empty span: an anchor of its own at its place
-        out.append(Segment("", [n], n))
+        out.append(Segment(text[a:b], cover, starts.pop(a, []) if cover else []))
+    for ns in starts.values():  # empty spans: anchors of their own at their place
+        out.append(Segment("", list(ns), list(ns)))
     return out
 
 

@@ -21,7 +21,7 @@
         function (a) { a.classList.add("current"); a.setAttribute("aria-current", "true"); });
       var sentence = link.closest(".sentence");
       if (sentence) sentence.classList.add("current");
-      var mark = document.getElementById("c" + n);
+      var mark = panel.querySelector("mark.k" + n) || document.getElementById("c" + n);
       if (mark) mark.scrollIntoView({ block: "center", behavior: "auto" });
       if (moveFocus) panel.focus({ preventScroll: true });
       history.replaceState(null, "", "#c" + n);
