@@ -253,7 +253,7 @@ def classify_reviews(reviews: Sequence[Mapping[str, Any]], threshold: float) -> 
     return out
 
 
-def override_figures(rows: Sequence[Mapping[str, Any]], *, window: int = 100) -> dict[str, Any]:
+def override_figures(rows: Sequence[Mapping[str, Any]], *, window: int = 20) -> dict[str, Any]:
     """Override rate per (task, model, ISO week), the edit-distance distribution, and human-model
     discordance on the rolling sample of the last ``window`` reviews (Wilson 95 % interval)."""
     groups: dict[tuple[str, str, str], list[int]] = {}
