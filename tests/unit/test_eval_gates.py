@@ -117,3 +117,20 @@ def test_citation_validity_checks_the_quote_in_the_permitted_document():
     assert citation_valid({"document": "d1", "quote": "grade 2 colitis"}, texts)
     assert not citation_valid({"document": "d1", "quote": "pneumonitis"}, texts)
     assert not citation_valid({"document": "d2", "quote": "grade 2"}, texts)
+
+
+def test_the_report_of_a_corpus_with_the_canary_never_names_him(tmp_path):
+    src = Path(__file__).resolve().parents[2] / "synthetic_data"
+    (tmp_path / "bundles").mkdir()
+    (tmp_path / "gold").mkdir()
+    shutil.copy(src / "bundles" / "pat-canary.json", tmp_path / "bundles")
+    (tmp_path / "gold" / "irae.json").write_text(json.dumps(
+        [{"patient": "pat-canary", "irae_detected": False, "events": []}]))
+    report = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["eval", "--task", "irae", "--data", str(tmp_path), "--report", str(report),
+                                       "--json", "--gate-f1", "0", "--gate-precision", "0"])
+    assert result.exit_code == 0, result.output
+    html = report.read_text(encoding="utf-8")
+    assert "<svg" in html and "Per patient" in html
+    assert "Canarywhistle" not in html and "Zyxwend" not in html
+    assert "Canarywhistle" not in result.stdout
