@@ -128,9 +128,20 @@ def test_journey_review_each_sentence_beside_its_source_then_approve(page, stack
 
 
 def test_keyboard_only_journey(page, stack, artifacts):
-    """Tab, Enter, arrows and Space only: draft, check sentences against their sources, approve."""
+    """Tab, Enter, arrows and Space only: draft, check sentences against their sources, approve.
+    In the sandbox's dark SMART style (its /smart-style.json?theme=dark served as the app's
+    /ehr-style.css through the app's own converter): still no serious axe violation."""
+    from app.web.style import style_css
+
+    dark = requests.get(stack.sandbox.base_url + "/smart-style.json", params={"theme": "dark"}, timeout=10).json()
+    page.route("**/ehr-style.css", lambda route: route.fulfill(status=200, content_type="text/css",
+                                                               body=style_css(dark)))
     page.set_viewport_size({"width": 1024, "height": 768})
     launch_from_ehr(page, stack, patient="pat-onc-02")
+    bg = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert bg == "rgb(22, 24, 29)", bg
+    page.screenshot(path=str(artifacts / "screenshots" / "chart-dark-1024x768.png"))
+    assert axe_violations(page) == [], "chart, dark style"
 
     def tab_to(selector: str, limit: int = 80) -> None:
         for _ in range(limit):
@@ -144,6 +155,7 @@ def test_keyboard_only_journey(page, stack, artifacts):
     tab_to("#draft-button")
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/drafts/[0-9a-f-]+$"), timeout=180_000)
+    assert axe_violations(page) == [], "draft, dark style"
     loads = watch_loads(page)
     tab_to("#sentences a.cite")
     page.keyboard.press("Enter")
@@ -153,6 +165,7 @@ def test_keyboard_only_journey(page, stack, artifacts):
     moved = page.locator(".sentence.current").get_attribute("data-sentence")
     assert moved and moved != "1" or page.locator("a.cite.current").first.get_attribute("data-cite") != first
     page.keyboard.press("ArrowUp")
+    page.screenshot(path=str(artifacts / "screenshots" / "draft-dark-1024x768.png"))
     assert loads == [] and page.evaluate("() => window.__noReload") == 1
     if page.locator("#ack").count():
         tab_to("#ack")
