@@ -219,7 +219,7 @@ def notes_list(chart: Any, drafts: list[Any], kind: str | None, since: str | Non
         if until and (not date or date > until):
             continue
         rows.append({"document": doc, "kind": k, "date": date or "undated", "used": used.get(doc, 0)})
-    rows.sort(key=lambda r: r["date"], reverse=True)
+    rows.sort(key=lambda r: (r["date"] != "undated", r["date"]), reverse=True)  # undated last
     return {"rows": rows, "kinds": sorted(kinds), "total": len(getattr(chart, "documents", {}) or {})}
 
 

@@ -60,6 +60,7 @@ def axe_violations(page) -> list[dict]:  # type: ignore[no-untyped-def]
         const r = await axe.run(document, {runOnly: {type: 'tag',
                                 values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}});
         return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                       nodes: v.nodes.slice(0, 3).map(n => n.target.join(' ') + ' ' + n.html.slice(0, 120) + ' ' + (n.failureSummary || '').slice(0, 200))}));
+                                       nodes: v.nodes.slice(0, 3).map(n => n.target.join(' ') + ' ' +
+                                           n.html.slice(0, 120) + ' ' + (n.failureSummary || '').slice(0, 200))}));
     }""")
     return [v for v in found if v["impact"] in ("serious", "critical")]
