@@ -247,6 +247,10 @@ def eval_cmd(task: str, backend: str, engine: str, data: Path | None, retrieval:
                 out["questions"] = "question scoring not built"
             else:
                 out["questions"] = evaluate_questions(model, real(), where)
+                if (gold / "summaries.json").exists():  # summary facts recalled and cited
+                    from app.monitoring.eval_chart import evaluate_summaries
+
+                    out["summaries"] = evaluate_summaries(model, real(), where)
         if want["retrieval"]:
             out["retrieval"] = evaluate_retrieval(real(), where)
     except AppError as exc:
@@ -344,6 +348,8 @@ def _eval_text(out: dict) -> str:
     if "questions" in out:
         lines.append("questions: " + (out["questions"] if isinstance(out["questions"], str)
                                       else json.dumps(out["questions"], sort_keys=True, default=str)))
+    if "summaries" in out:
+        lines.append("summaries: " + json.dumps(out["summaries"], sort_keys=True, default=str))
     if "retrieval" in out:
         lines.append("retrieval: " + json.dumps(out["retrieval"], sort_keys=True))
     return "\n".join(lines)

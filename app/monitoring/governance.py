@@ -209,8 +209,9 @@ def report_sections(out: Mapping[str, Any]) -> dict[str, Any]:
         flat.update({f"compare_{k}": cmp["figures"][k] for k in _SUMMARY_KEYS
                      if isinstance((cmp.get("figures") or {}).get(k), int | float)})
         rep["compare"] = flat
-    if isinstance(out.get("questions"), Mapping):
-        rep["questions"] = out["questions"]
+    for key in ("questions", "summaries", "retrieval"):
+        if isinstance(out.get(key), Mapping):
+            rep[key] = out[key]
     return rep
 
 

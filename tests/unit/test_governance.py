@@ -176,3 +176,15 @@ def test_admin_shows_overrides_shadow_and_release_with_plots(tmp_path, chart):
     assert "no gold run recorded" in html
     assert "<script>" not in html and "style=" not in html
     assert not any(c in html for c in CANARY)
+
+
+def test_every_alert_runbook_has_its_section_in_governance_md():
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    rules = yaml.safe_load((root / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    doc = (root / "docs" / "governance.md").read_text()
+    anchors = [r["annotations"]["runbook"].split("#", 1)[1] for r in rules]
+    assert len(anchors) == 8
+    for anchor in anchors:
+        assert f"\n### {anchor}\n" in doc, anchor
