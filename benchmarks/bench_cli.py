@@ -248,9 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     result["total_s"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    merge_into_latest(result)
     print(table(result))  # noqa: T201 - a benchmark's report
     print(f"wrote {args.out}")  # noqa: T201
     return 0
+
+
+def merge_into_latest(result: dict[str, Any]) -> None:
+    """Whole-process figures next to bench_index's in latest.json (same chart family)."""
+    latest = RESULTS / "latest.json"
+    if latest.exists():
+        data = json.loads(latest.read_text(encoding="utf-8"))
+        data.update({k: result[k] for k in ("cli_cold_s", "cli_warm_s", "naive_s")})
+        data["cli"] = {"source": "benchmarks/results/cli.json", "notes": result["notes"],
+                       "cold_speedup": result["cold_speedup"], "warm_speedup": result["warm_speedup"],
+                       "peak_rss_mb": result["peak_rss_mb"]}
+        latest.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def table(r: dict[str, Any]) -> str:
