@@ -63,9 +63,9 @@ def load_patient(base: str, bundle: dict) -> str:
                                                                   "Accept": "application/fhir+json"})
     resp.raise_for_status()
     for entry in resp.json().get("entry") or []:
-        location = (entry.get("response") or {}).get("location") or ""
-        if location.startswith("Patient/"):
-            return location.split("/")[1]
+        location = (entry.get("response") or {}).get("location") or ""  # [base/]Patient/id[/_history/n]
+        if location.startswith("Patient/") or "/Patient/" in location:
+            return location.split("Patient/", 1)[1].split("/")[0]
     raise RuntimeError("the bundle created no Patient")
 
 
