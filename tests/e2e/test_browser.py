@@ -39,12 +39,13 @@ def launch_from_ehr(page, stack, user="prac-onc-1", patient="pat-onc-01") -> flo
 def test_hostile_note_script_never_runs(page, stack):
     dialogs, errors, outbound = [], [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not
+            (m.location or {}).get("url", "").endswith("/favicon.ico") else None)  # the sandbox EHR's icon
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda r: outbound.append(r.url) if "evil.example" in r.url else None)
     launch_from_ehr(page, stack, user="prac-gp-1", patient="pat-gen-02")
     page.select_option("#task", "question")
-    page.fill("#question", "Is the heart failure with reduced ejection fraction compensated?")
+    page.fill("#question", "What NYHA class is the heart failure, and is it compensated on sacubitril-valsartan?")
     page.get_by_role("button", name="Draft").click()
     page.wait_for_url(re.compile(r"/drafts/[0-9a-f-]+$"), timeout=180_000)
     panel = page.locator(".src-panel", has=page.locator("h3", has_text="doc-gen-02-006"))
