@@ -165,7 +165,8 @@ _SUMMARY_KEYS = ("patient_precision", "patient_recall", "patient_f1", "event_pre
 def report_sections(out: Mapping[str, Any]) -> dict[str, Any]:
     """Map the ``eval --json`` dict onto ``app.monitoring.report.render``'s sections."""
     irae = out.get("irae") or {}
-    rep: dict[str, Any] = {"task": "irae", "data": out.get("data"), "backend": irae.get("backend"),
+    tasks = [k for k in ("irae", "questions", "summaries", "retrieval") if k in out]
+    rep: dict[str, Any] = {"task": ", ".join(tasks), "data": out.get("data"), "backend": irae.get("backend"),
                            "model": irae.get("model"), "engine": irae.get("engine"),
                            "generated": out.get("generated")}
     rep = {k: v for k, v in rep.items() if v is not None}
