@@ -215,3 +215,26 @@ def test_held_style_and_frame(stack):
     from app.web.style import style_css
 
     assert "--sda-bg: #" in style_css(dark) and dark["color_background"].lower() != "#f6f7f9"
+
+
+def test_inside_the_ehr_frame(page, stack, artifacts):
+    """Launched inside an iframe of the sandbox EHR's page (an allowed EHR origin): the chart and a
+    draft work in a 1000×700 frame without horizontal scrolling."""
+    page.set_viewport_size({"width": 1024, "height": 768})
+    page.goto(stack.sandbox.launcher_url)
+    page.evaluate("""(src) => { document.body.innerHTML = '';
+        const f = document.createElement('iframe'); f.src = src; f.width = 1000; f.height = 700;
+        f.title = 'SMART app'; document.body.appendChild(f); }""", stack.launch_link(patient="pat-onc-01"))
+    frame = page.frame_locator("iframe")
+    frame.locator("#progress-text:has-text('(ready)')").wait_for(timeout=120_000)
+    app = next(f for f in page.frames if f.url.startswith(stack.app_url))
+    assert app.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+    frame.locator("#task").select_option("irae")
+    frame.get_by_role("button", name="Draft").click()
+    frame.locator("#review-grid").wait_for(timeout=180_000)
+    frame.locator("#sentences a.cite").first.click()
+    assert frame.locator(".src-panel.shown").count() == 1
+    assert page.evaluate("() => window.scrollY") == 0, "choosing a citation scrolled the EHR's page"
+    app = next(f for f in page.frames if f.url.startswith(stack.app_url))
+    assert app.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+    page.screenshot(path=str(artifacts / "screenshots" / "in-ehr-frame-1024x768.png"))

@@ -22,7 +22,13 @@
       var sentence = link.closest(".sentence");
       if (sentence) sentence.classList.add("current");
       var mark = panel.querySelector("mark.k" + n) || document.getElementById("c" + n);
-      if (mark) mark.scrollIntoView({ block: "center", behavior: "auto" });
+      if (mark) {  // scroll the source pane, then this page only (never the EHR page around the frame)
+        var pane = document.getElementById("source-pane");
+        var top = mark.getBoundingClientRect().top - pane.getBoundingClientRect().top + pane.scrollTop;
+        pane.scrollTop = Math.max(0, top - pane.clientHeight / 3);
+        var r = mark.getBoundingClientRect();
+        if (r.top < 0 || r.bottom > window.innerHeight) window.scrollBy(0, r.top - window.innerHeight / 3);
+      }
       if (moveFocus) panel.focus({ preventScroll: true });
       history.replaceState(null, "", "#c" + n);
     };
