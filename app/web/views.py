@@ -144,7 +144,9 @@ def draft_view(draft: Any, chart: Any) -> dict[str, Any]:
     for s in numbered:
         for c in s["citations"]:
             c["panel"] = panel_of.get(c["document"])
-    return {"sentences": numbered, "panels": panels, "citations": n}
+    progress = getattr(chart, "progress", None)
+    loading = progress is not None and getattr(progress, "state", "ready") not in ("ready", "failed")
+    return {"sentences": numbered, "panels": panels, "citations": n, "loading": loading}
 
 
 NOTE_KINDS = {"11506-3": "Progress note", "34117-2": "History and physical", "18842-5": "Discharge summary",
