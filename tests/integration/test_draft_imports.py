@@ -2,12 +2,12 @@
 
 With the ONNX export already in the model cache (``APP_MODEL_CACHE_DIR``), a real draft run
 in a subprocess against sekmet-fhir imports neither torch, transformers,
-sentence-transformers nor scikit-learn; ``-X importtime`` lists every module the process
-imported. A control run without the cache exports the model, and then does import torch (so
-the check can fail). The summary task still imports torch and scikit-learn through the offline
-engines' medspacy pipeline (spacy -> thinc -> torch, quickumls -> nltk -> sklearn): a strict
-xfail that turns into a failure to remove once that import goes. The ``--help`` check is in
-tests/unit/test_import_budget.py.
+sentence-transformers nor scikit-learn (the test reads the process's ``sys.modules`` at exit).
+A control run without the cache exports the model, and then does import torch (so the check
+can fail). The summary and irAE tasks run the offline engines' medspaCy pipeline,
+whose imports would pull in torch (spacy -> thinc) and scikit-learn (quickumls -> nltk); the
+pipeline keeps both out (app/agent/clinical/pipeline.py), and these runs check it. The
+``--help`` check is in tests/unit/test_import_budget.py.
 """
 
 from __future__ import annotations
@@ -28,19 +28,30 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = {"torch", "transformers", "sentence_transformers", "sklearn"}
 
 
+MARK = "LOADED-MODULES "
+# Runs ``python -m app ...`` and, at exit (SystemExit included), prints the top-level packages
+# left in ``sys.modules``: what the process really loaded. (``-X importtime`` also lists imports
+# that were attempted and refused, so it cannot tell a blocked torch from a loaded one.)
+WRAPPER = (
+    "import json, runpy, sys\n"
+    "sys.argv = ['app', *sys.argv[1:]]\n"
+    "try:\n"
+    "    runpy.run_module('app', run_name='__main__', alter_sys=True)\n"
+    "finally:\n"
+    f"    print({MARK!r} + json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})), file=sys.stderr)\n"
+)
+
+
 def imported(stderr: str) -> set[str]:
-    """Top-level package names from ``-X importtime`` output."""
-    out = set()
-    for line in stderr.splitlines():
-        if line.startswith("import time:") and line.count("|") == 2:
-            name = line.rsplit("|", 1)[1].strip()
-            if name and name != "package":
-                out.add(name.split(".")[0])
-    return out
+    """Top-level package names the app process had loaded when it exited."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(MARK):
+            return set(json.loads(line[len(MARK):]))
+    raise AssertionError("the app process printed no module list")
 
 
 def run_app(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "app", *args],  # noqa: S603
+    return subprocess.run([sys.executable, "-c", WRAPPER, *args],  # noqa: S603
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -99,11 +110,9 @@ def test_draft_with_a_cached_export_imports_no_torch(fhir_base: str, warm_data: 
     assert not modules & HEAVY, sorted(modules & HEAVY)
 
 
-@pytest.mark.xfail(strict=True, reason="the offline engines' medspacy pipeline imports torch "
-                   "(spacy -> thinc) and scikit-learn (quickumls -> nltk): app/agent/clinical, "
-                   "reported in issue 13; flips to a pass when that import goes")
-def test_summary_draft_imports_no_torch(fhir_base: str, warm_data: Path) -> None:
-    done = run_app(draft_args(fhir_base, ["--task", "summary"]), app_env(warm_data))
+@pytest.mark.parametrize("task", ["summary", "irae"])
+def test_clinical_engine_draft_imports_no_torch(fhir_base: str, warm_data: Path, task: str) -> None:
+    done = run_app(draft_args(fhir_base, ["--task", task]), app_env(warm_data))
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["status"] == "completed"
     assert not imported(done.stderr) & HEAVY, sorted(imported(done.stderr) & HEAVY)

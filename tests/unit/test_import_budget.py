@@ -1,7 +1,7 @@
 """``python -m app --help`` stays light: no web framework, database, numerics or model runtime.
 
 An import check, not a timed test (timing depends on the machine; ``benchmarks/bench_cli.py``
-measures it). ``-X importtime`` lists every module the subprocess imported.
+measures it). The subprocess reports the packages in its ``sys.modules`` at exit.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.test_draft_imports import HEAVY, imported
+from tests.integration.test_draft_imports import HEAVY, WRAPPER, imported
 
 ROOT = Path(__file__).resolve().parents[2]
 HELP_FORBIDDEN = HEAVY | {"flask", "sqlalchemy", "numpy", "onnxruntime", "tokenizers", "faiss",
@@ -21,7 +21,7 @@ HELP_FORBIDDEN = HEAVY | {"flask", "sqlalchemy", "numpy", "onnxruntime", "tokeni
 
 def help_run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "app", *args, "--help"],  # noqa: S603
+    return subprocess.run([sys.executable, "-c", WRAPPER, *args, "--help"],  # noqa: S603
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
