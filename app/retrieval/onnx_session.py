@@ -57,7 +57,7 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 TOKEN_BUDGET = 512
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -250,7 +250,7 @@ def export_to_cache(model: Any, layout: ModelLayout, weights_sha256: str, cache_
         for name in PINNED_FILES:
             source = layout.directory / name
             if source.is_file():
-                pinned[name] = _sha256(source)
+                pinned[name] = file_sha256(source)
         probe = model.encode([PROBE_TEXT], convert_to_numpy=True, normalize_embeddings=True,
                              show_progress_bar=False)[0]
         import onnxruntime
@@ -258,7 +258,7 @@ def export_to_cache(model: Any, layout: ModelLayout, weights_sha256: str, cache_
 
         manifest = {
             "format": FORMAT, "weights_sha256": weights_sha256,
-            "onnx_sha256": _sha256(tmp / ONNX_FILE), "files_sha256": pinned,
+            "onnx_sha256": file_sha256(tmp / ONNX_FILE), "files_sha256": pinned,
             "dim": layout.dim, "max_tokens": layout.max_tokens,
             "probe": [round(float(x), 7) for x in probe],
             "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
@@ -304,7 +304,7 @@ def load_cached(cache_dir: Path, layout: ModelLayout, weights_sha256: str, num_t
         pinned = manifest["files_sha256"]
         for name in PINNED_FILES:
             source = layout.directory / name
-            if (source.is_file() and pinned.get(name) != _sha256(source)) or \
+            if (source.is_file() and pinned.get(name) != file_sha256(source)) or \
                     (not source.is_file() and name in pinned):
                 miss("model_files_changed")
                 return None
