@@ -62,12 +62,13 @@ WAIT_TIMEOUT_S = 300.0
 class IndexProgress:
     total: int = 0
     done: int = 0
-    state: str = "pending"  # pending | indexing | ready | failed
+    state: str = "pending"  # pending | indexing | ready | failed | cancelled
     error_code: str | None = None
     embedded: int = 0  # chunks encoded by the model in this build
     cached: int = 0  # chunks whose vectors came from the embedding cache
     changed: threading.Condition = field(default_factory=threading.Condition, repr=False,
                                          compare=False)
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, object]:
         return {"total": self.total, "done": self.done, "state": self.state,
@@ -93,7 +94,7 @@ class IndexProgress:
             while True:
                 if self.state == "ready":
                     return True
-                if self.state == "failed":
+                if self.state in ("failed", "cancelled"):
                     return False
                 if self.state == "indexing" and notes is not None and self.done >= min(notes, self.total):
                     return True
@@ -187,6 +188,9 @@ class PatientChart:
         """Return once the newest ``notes`` notes (all when None) are indexed; AppError if
         indexing failed or took longer than ``timeout``. Immediate when no build runs."""
         if not self.progress.wait(notes, timeout):
+            if self.progress.state == "cancelled":
+                raise AppError("Preparing the notes was cancelled; prepare them again to draft.",
+                               code="index_cancelled", http_status=503)
             raise AppError("The notes could not be indexed; try again in a moment.",
                            code=self.progress.error_code or "index_not_ready", http_status=503)
 
@@ -346,6 +350,8 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
                     if len(ahead) >= FETCH_WINDOW:
                         break
                 while ahead:
+                    if chart.progress.cancel.is_set():  # the user cancelled: fetch and embed no more
+                        break
                     meta, future = ahead.popleft()
                     nxt = next(queue, None)
                     if nxt is not None:
@@ -371,6 +377,13 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
     finally:
         chart.counts = dict(counts)
     chart.pending = {}
+    if chart.progress.cancel.is_set() and chart.progress.done < chart.progress.total:
+        counts["skipped:cancelled"] += chart.progress.total - chart.progress.done
+        chart.counts = dict(counts)
+        chart.progress.error_code = "index_cancelled"
+        chart.progress.advance(state="cancelled")
+        event(log, "index.cancelled", patient=opaque(chart.patient_id), documents=chart.progress.done)
+        return chart
     chart.progress.advance(state="ready")
     event(log, "index.ready", patient=opaque(chart.patient_id), documents=counts.get("read", 0),
           allowed=counts.get("allowed", 0), chunks=len(chart.index),

@@ -30,6 +30,7 @@ NEXT_STEPS = {
                      "grant the app read access to Patient, Condition and DocumentReference.",
     "csrf_failed": "Reload the page and try again.",
     "index_not_ready": "The notes are still being prepared. Wait a moment and try again.",
+    "index_cancelled": "Preparing the notes was cancelled. On the chart, choose Prepare notes again, then draft.",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 
 from app.agent.tasks import TASKS
 from app.retrieval.indexer import patient_name
@@ -39,6 +39,25 @@ def chart():  # type: ignore[no-untyped-def]
         denied=views.denied_counts(chart.counts),
         patient_drafts=views.patient_drafts(services(), state.patient_id, state.sid),
     )
+
+
+@bp.post("/index/cancel")
+def cancel_index():  # type: ignore[no-untyped-def]
+    """Stop preparing notes: what is indexed stays, nothing more is fetched or embedded."""
+    chart = ensure_chart(current())
+    if chart.progress.state in ("pending", "indexing"):
+        chart.progress.cancel.set()
+    return redirect(url_for("chart.chart"))
+
+
+@bp.post("/index/restart")
+def restart_index():  # type: ignore[no-untyped-def]
+    """Prepare the notes again after a cancel or a failure (the embedding cache keeps what was done)."""
+    state = current()
+    if state.chart is not None and state.chart.progress.state in ("cancelled", "failed"):
+        state.chart = None
+    ensure_chart(state)
+    return redirect(url_for("chart.chart"))
 
 
 @bp.get("/api/index-status")

@@ -188,3 +188,27 @@ def test_a_chart_that_is_not_being_built_never_waits() -> None:
     chart.wait_indexed()
     assert time.monotonic() - started < 1
     assert np.asarray(chart.search("colitis")).size == 0  # nothing indexed, nothing found
+
+
+def test_a_cancelled_build_stops_keeps_what_is_indexed_and_says_so(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(indexer, "EMBED_GROUP_CHUNKS", 1)
+    c, embedder = client(), GatedEmbedder()
+    chart = opened(c, embedder)
+    total = chart.progress.total
+    thread, errors = start_build(c, chart)
+    while chart.progress.done < 3:  # let three notes through, then cancel
+        embedder.gate.set()
+        time.sleep(0.001)
+    embedder.gate.clear()
+    chart.progress.cancel.set()
+    embedder.gate.set()
+    thread.join(30)
+    assert not errors and chart.progress.state == "cancelled"
+    done = chart.progress.done
+    assert 3 <= done < total
+    assert chart.counts["skipped:cancelled"] == total - done
+    assert c.fetched <= done + indexer.FETCH_WINDOW + 1  # nothing fetched beyond the window
+    assert len(chart.documents) == done  # what was indexed stays; drafting says it was cancelled
+    with pytest.raises(AppError) as info:
+        chart.wait_indexed()
+    assert info.value.code == "index_cancelled" and info.value.http_status == 503

@@ -168,3 +168,26 @@ def test_cancel_after_the_write_started_is_refused_and_says_so(tmp_path, monkeyp
     fake.go_write.set()
     wait_for(lambda: job.state == "done")
     assert fake.writes == 1
+
+
+def test_preparing_notes_can_be_cancelled_and_restarted(tmp_path, monkeypatch):
+    import app.web.chart as chart_page
+    from app.retrieval.indexer import IndexProgress
+
+    app = make_app(tmp_path)
+    client = app.test_client()
+    state = login(app, client)
+    building = type("Chart", (), {"progress": IndexProgress(total=40, done=5, state="indexing")})()
+    state.chart = building
+    html = client.get("/admin").get_data(as_text=True)
+    csrf = html.split('name="csrf-token" content="')[1].split('"')[0]
+    assert client.post("/index/cancel").status_code == 403  # CSRF as every form
+    resp = client.post("/index/cancel", data={"csrf_token": csrf})
+    assert resp.status_code == 302 and building.progress.cancel.is_set()
+    reopened = []
+    monkeypatch.setattr(chart_page, "ensure_chart", lambda st: reopened.append(st.chart))
+    client.post("/index/restart", data={"csrf_token": csrf})
+    assert reopened == [building]  # still building (cancel not yet taken): not restarted
+    building.progress.state = "cancelled"
+    client.post("/index/restart", data={"csrf_token": csrf})
+    assert reopened[-1] is None  # the cancelled chart is dropped and prepared again

@@ -70,9 +70,11 @@
         .then(function (body) {
           var p = body.progress;
           bar.max = p.total || 1; bar.value = p.done;
-          text.textContent = p.done + " of " + p.total +
-            (p.state === "ready" ? " (ready)" : p.state === "failed" ? " (failed: reload to retry)" : "");
-          if (p.state !== "ready" && p.state !== "failed") setTimeout(poll, 1000);
+          var done = p.state === "ready" || p.state === "failed" || p.state === "cancelled";
+          text.textContent = p.done + " of " + p.total + (done ? " (" + p.state + ")" : "");
+          var cancelIndex = document.getElementById("cancel-index");
+          if (done && cancelIndex) cancelIndex.form.hidden = true;  // nothing left to cancel
+          if (!done) setTimeout(poll, 1000);
         })
         .catch(function () { setTimeout(poll, 3000); });
     };
