@@ -60,14 +60,14 @@ def test_restart_between_drafting_and_review_loses_nothing(tmp_path, request, ba
 
         page = http.get(f"{stack.app_url}/drafts/{run_id}", timeout=60)  # the draft and its review form
         assert page.status_code == 200 and 'name="action"' in page.text
-        assert first.split()[0] in page.text and "written" in page.text
+        assert first.split()[0] in page.text and "In the EHR as a preliminary" in page.text  # write-back state
         listing = http.get(stack.app_url + "/", timeout=120)  # the drafts list (the chart is reopened)
         assert listing.status_code == 200 and f"/drafts/{run_id}" in listing.text
         approved = http.post(f"{stack.app_url}/api/drafts/{run_id}/review",
                              json={"action": "approve", "ack_unsupported": True},
                              headers={"X-CSRF-Token": csrf}, timeout=60)
         assert approved.status_code == 200, approved.text[:300]
-        assert "approve recorded" in http.get(f"{stack.app_url}/drafts/{run_id}", timeout=60).text
+        assert "Approved: your decision is recorded" in http.get(f"{stack.app_url}/drafts/{run_id}", timeout=60).text
         admin, admin_page = launch(stack, user="prac-admin-1", patient="pat-onc-01")
         ledger = admin.get(stack.app_url + "/admin", timeout=60)
         assert ledger.status_code == 200 and f"<code>{run_id[:8]}</code>" in ledger.text

@@ -171,7 +171,8 @@ def test_every_step_of_a_session_on_a_different_worker(cluster):  # type: ignore
                          headers={"X-CSRF-Token": csrf}, timeout=60)  # review on W1
     assert approved.status_code == 200, approved.text[:300]
     page = http.get(f"{w2}/drafts/{run_id}", timeout=60)        # the draft page on W2
-    assert page.status_code == 200 and 'id="review-result"' in page.text and "approve recorded" in page.text
+    assert page.status_code == 200 and 'id="review-result"' in page.text \
+        and "Approved: your decision is recorded" in page.text
     listing = http.get(w3 + "/", timeout=60)                    # the drafts list on W3
     assert f"/drafts/{run_id}" in listing.text
     # a job started from the page on W4, polled on W1 until done

@@ -45,7 +45,7 @@ def test_clinician_without_psy_access_sees_the_count_but_never_the_note(stack):
     denied = {k: v for k, v in status["counts"].items() if k.startswith("denied:")}
     assert sum(denied.values()) == 1, denied  # the PSY note (also R) and nothing else
     page = http.get(stack.app_url + "/", timeout=60).text
-    assert 'id="denied"' in page and "confidentiality_restricted: 1" in page
+    assert 'id="denied"' in page and "confidentiality restricted: 1" in page
     assert PSY_NOTE not in page and not any(w in page for w in PSY_WORDS)
 
     for state in _charts(stack, "prac-onc-1"):
