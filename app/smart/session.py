@@ -13,6 +13,16 @@ from app.smart.tokens import TokenSet, refresh
 from app.store.models import SessionStore
 
 REFRESH_MARGIN_S = 30
+# One refresh at a time per session in this process: a refresh token is single use (rotated), so
+# two clients of one session (the page and the indexer thread) refreshing together would send the
+# same token twice and the EHR would refuse the second (invalid_grant).
+_SESSION_LOCKS: dict[str, threading.Lock] = {}
+_SESSION_LOCKS_GUARD = threading.Lock()
+
+
+def _session_lock(sid: str) -> threading.Lock:
+    with _SESSION_LOCKS_GUARD:
+        return _SESSION_LOCKS.setdefault(sid, threading.Lock())
 
 
 class SessionTokens(TokenProvider):
@@ -24,7 +34,8 @@ class SessionTokens(TokenProvider):
         self._client_id = client_id
         self._http = http
         self._client_auth = client_auth  # callable(token_endpoint) -> (form fields, basic auth)
-        self._lock = threading.Lock()
+        self._lock = _session_lock(sid)
+        self._last: str | None = None  # the access token this provider last handed out
 
     def current(self) -> TokenSet:
         loaded = self._store.load(self._sid)
@@ -35,10 +46,12 @@ class SessionTokens(TokenProvider):
     def token(self) -> str | None:
         tokens = self.current()
         if tokens.expires_within(REFRESH_MARGIN_S) and tokens.refresh_token:
+            self._last = tokens.access_token
             self.refresh()
             tokens = self.current()
         elif tokens.expires_within(0):
             raise AuthError("Your session has expired. Launch the app again.", code="session_expired")
+        self._last = tokens.access_token
         return tokens.access_token
 
     def refresh(self) -> bool:
@@ -49,6 +62,8 @@ class SessionTokens(TokenProvider):
             if loaded is None or not loaded[1].refresh_token:
                 return False
             fhir_base, tokens = loaded
+            if self._last is not None and tokens.access_token != self._last:
+                return True  # another client of this session refreshed while we waited: use its tokens
             form, basic = (self._client_auth(self._config.token_endpoint) if self._client_auth
                            else (None, None))
             new = refresh(self._http, self._config, tokens, client_id=self._client_id,
