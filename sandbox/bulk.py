@@ -168,14 +168,21 @@ class BulkExport:
         return resp
 
     # ---- status ----------------------------------------------------------------
-    def status(self, job_id: str) -> Response:
+    def _own_job(self, job_id: str, missing: str) -> Job | Response:
+        """The caller's job (verified token, same client), or the error response to send."""
         verified = self._verify()
         if isinstance(verified, Response):
             return verified
         claims, _backend = verified
         job = self.jobs.get(job_id)
         if job is None or job.client_id != str(claims.get("client_id") or claims.get("sub") or ""):
-            return outcome(404, "not-found", "No such export")
+            return outcome(404, "not-found", missing)
+        return job
+
+    def status(self, job_id: str) -> Response:
+        job = self._own_job(job_id, "No such export")
+        if isinstance(job, Response):
+            return job
         if request.method == "DELETE":
             with self.lock:
                 self.jobs.pop(job_id, None)
@@ -221,13 +228,9 @@ class BulkExport:
 
     # ---- files -----------------------------------------------------------------
     def file(self, job_id: str, name: str) -> Response:
-        verified = self._verify()
-        if isinstance(verified, Response):
-            return verified
-        claims, _backend = verified
-        job = self.jobs.get(job_id)
-        if job is None or job.client_id != str(claims.get("client_id") or claims.get("sub") or ""):
-            return outcome(404, "not-found", "No such file")
+        job = self._own_job(job_id, "No such file")
+        if isinstance(job, Response):
+            return job
         if job.expired:
             return outcome(410, "not-found", "The export files have expired; start a new export")
         if self._take("file_5xx"):
