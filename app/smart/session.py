@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import requests
 
@@ -13,9 +14,13 @@ from app.smart.tokens import TokenSet, refresh
 from app.store.models import SessionStore
 
 REFRESH_MARGIN_S = 30
-# One refresh at a time per session in this process: a refresh token is single use (rotated), so
-# two clients of one session (the page and the indexer thread) refreshing together would send the
-# same token twice and the EHR would refuse the second (invalid_grant).
+# One refresh at a time per session: a refresh token is single use (rotated), so two clients of
+# one session refreshing together would send the same token twice and the EHR would refuse the
+# second (invalid_grant). In a process, a lock per session (the page and the indexer thread);
+# across workers and hosts, a lease on the session's row (``SessionStore.acquire_refresh``): the
+# worker holding it refreshes, the others wait for the tokens it stores.
+REFRESH_LEASE_S = 60.0  # longer than a refresh's whole retry budget (3 x 15 s in app.smart.tokens)
+LEASE_POLL_S = 0.05
 _SESSION_LOCKS: dict[str, threading.Lock] = {}
 _SESSION_LOCKS_GUARD = threading.Lock()
 
@@ -61,15 +66,36 @@ class SessionTokens(TokenProvider):
             loaded = self._store.load(self._sid)
             if loaded is None or not loaded[1].refresh_token:
                 return False
-            fhir_base, tokens = loaded
-            if self._last is not None and tokens.access_token != self._last:
+            seen = self._last if self._last is not None else loaded[1].access_token
+            if loaded[1].access_token != seen:
                 return True  # another client of this session refreshed while we waited: use its tokens
-            form, basic = (self._client_auth(self._config.token_endpoint) if self._client_auth
-                           else (None, None))
-            new = refresh(self._http, self._config, tokens, client_id=self._client_id,
-                          client_auth=form, basic=basic)
-            self._store.save(self._sid, fhir_base, new)
-            return True
+            deadline = time.monotonic() + REFRESH_LEASE_S + 5
+            while not self._store.acquire_refresh(self._sid, REFRESH_LEASE_S):
+                # another worker is refreshing this session: wait for the tokens it stores
+                if time.monotonic() > deadline:
+                    raise AuthError("The EHR did not renew your session in time. Try again.",
+                                    code="refresh_timeout")
+                time.sleep(LEASE_POLL_S)
+                loaded = self._store.load(self._sid)
+                if loaded is None:
+                    return False
+                if loaded[1].access_token != seen:
+                    return True
+            try:
+                loaded = self._store.load(self._sid)  # as of taking the lease
+                if loaded is None or not loaded[1].refresh_token:
+                    return False
+                fhir_base, tokens = loaded
+                if tokens.access_token != seen:
+                    return True  # refreshed by another worker between our read and the lease
+                form, basic = (self._client_auth(self._config.token_endpoint) if self._client_auth
+                               else (None, None))
+                new = refresh(self._http, self._config, tokens, client_id=self._client_id,
+                              client_auth=form, basic=basic)
+                self._store.save(self._sid, fhir_base, new)  # releases the lease
+                return True
+            finally:
+                self._store.release_refresh(self._sid)  # on failure too; a no-op after save
 
     @property
     def jti(self) -> str | None:

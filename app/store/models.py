@@ -25,7 +25,7 @@ import hashlib
 import time
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Boolean, Float, Integer, String, Text, select
+from sqlalchemy import Boolean, Float, Integer, String, Text, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from app.errors import AuthError
@@ -44,6 +44,8 @@ class LaunchSession(Base):
     tokens_encrypted: Mapped[str] = mapped_column(Text)
     created: Mapped[float] = mapped_column(Float)
     expires: Mapped[float] = mapped_column(Float)
+    # revision 0004: until when one worker holds the right to refresh this session's tokens
+    refresh_lease: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
 
 
 class DraftRecord(Base):
@@ -217,6 +219,7 @@ class SessionStore:
         self._lifetime = lifetime_s
 
     def save(self, sid: str, fhir_base: str, tokens: TokenSet) -> None:
+        """Store the session's tokens (and release its refresh lease, if one was held)."""
         now = time.time()
         with self._maker.begin() as db:
             row = db.get(LaunchSession, sid)
@@ -226,6 +229,26 @@ class SessionStore:
                                      created=now, expires=now + self._lifetime))
             else:
                 row.tokens_encrypted = sealed
+                row.refresh_lease = None
+
+    def acquire_refresh(self, sid: str, lease_s: float) -> bool:
+        """Take the session's refresh lease for ``lease_s`` seconds: True for exactly one caller
+        among all workers sharing the database (a conditional UPDATE, atomic on SQLite and
+        PostgreSQL), until ``save`` or ``release_refresh`` or the lease's expiry."""
+        now = time.time()
+        with self._maker.begin() as db:
+            taken = db.execute(
+                update(LaunchSession)
+                .where(LaunchSession.id == sid,
+                       or_(LaunchSession.refresh_lease.is_(None), LaunchSession.refresh_lease < now))
+                .values(refresh_lease=now + lease_s)
+                .execution_options(synchronize_session=False))
+            return taken.rowcount == 1
+
+    def release_refresh(self, sid: str) -> None:
+        with self._maker.begin() as db:
+            db.execute(update(LaunchSession).where(LaunchSession.id == sid)
+                       .values(refresh_lease=None).execution_options(synchronize_session=False))
 
     def load(self, sid: str) -> tuple[str, TokenSet] | None:
         with self._maker() as db:

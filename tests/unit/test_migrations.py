@@ -31,9 +31,9 @@ def _schema_diff(engine) -> list:  # type: ignore[no-untyped-def]
 
 def test_an_empty_database_is_migrated_to_the_models(database_url):
     engine = make_engine(database_url)
-    assert migrate.upgrade(engine) == migrate.head() == "0003"
+    assert migrate.upgrade(engine) == migrate.head() == "0004"
     assert _schema_diff(engine) == []
-    assert migrate.upgrade(engine) == "0003"  # a second run is a no-op
+    assert migrate.upgrade(engine) == "0004"  # a second run is a no-op
 
 
 def _populate_baseline(engine) -> None:  # type: ignore[no-untyped-def]
@@ -63,7 +63,7 @@ def test_a_populated_baseline_database_is_upgraded_and_keeps_its_rows(database_u
         cols = {c["name"]: c for c in inspect(engine).get_columns("outbox")}
         assert cols["state"]["type"].length == 16  # the bug of the issue, reproduced
     assert migrate.current(engine) is None
-    assert migrate.upgrade(engine) == "0003"
+    assert migrate.upgrade(engine) == "0004"
     assert _schema_diff(engine) == []
     maker = make_sessionmaker(engine)
     with maker() as db:
@@ -84,7 +84,7 @@ def test_downgrade_to_the_baseline_and_up_again(database_url):
     migrate.upgrade(engine)
     migrate.downgrade(engine, "0001")
     assert migrate.current(engine) == "0001" and not inspect(engine).has_table("runs")
-    assert migrate.upgrade(engine) == "0003" and _schema_diff(engine) == []
+    assert migrate.upgrade(engine) == "0004" and _schema_diff(engine) == []
 
 
 def test_cli_db_upgrade(tmp_path, monkeypatch):
@@ -94,9 +94,9 @@ def test_cli_db_upgrade(tmp_path, monkeypatch):
     monkeypatch.delenv("APP_DATABASE_URL", raising=False)
     first = CliRunner().invoke(main, ["db", "upgrade"])
     assert first.exit_code == 0, first.output
-    assert json.loads(first.output.strip().splitlines()[-1]) == {"from": None, "to": "0003"}
+    assert json.loads(first.output.strip().splitlines()[-1]) == {"from": None, "to": "0004"}
     again = CliRunner().invoke(main, ["db", "upgrade"])
-    assert json.loads(again.output.strip().splitlines()[-1]) == {"from": "0003", "to": "0003"}
+    assert json.loads(again.output.strip().splitlines()[-1]) == {"from": "0004", "to": "0004"}
     assert (tmp_path / "data" / "app.db").exists()
     bad = CliRunner().invoke(main, ["db", "upgrade", "--url", "postgresql+psycopg://nobody@127.0.0.1:1/x"])
     assert bad.exit_code == 3 and "db_unavailable" in bad.output

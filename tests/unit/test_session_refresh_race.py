@@ -20,6 +20,16 @@ class MemoryStore:
 
     def save(self, sid, fhir_base, tokens):  # type: ignore[no-untyped-def]
         self.row = (fhir_base, tokens)
+        self.lease = False
+
+    lease = False
+
+    def acquire_refresh(self, sid, lease_s):  # type: ignore[no-untyped-def]
+        taken, self.lease = not self.lease, True
+        return taken
+
+    def release_refresh(self, sid):  # type: ignore[no-untyped-def]
+        self.lease = False
 
 
 def test_concurrent_refreshes_of_one_session_use_the_refresh_token_once(monkeypatch):
