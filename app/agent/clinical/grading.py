@@ -1,6 +1,13 @@
 """CTCAE v5 grades: explicit ("CTCAE grade 3", "G2", "grade II colitis") tied to the event, or inferred
-from what the notes state (stools over baseline, ALT/AST x ULN at the peak, creatinine x baseline,
-BSA %, hospitalisation, ICU / life-threatening, hormone replacement) with the reason given.
+from what the event's notes state, with the reason given.
+
+The criteria are data (``rules/ctcae.yaml``): per event group the highest grade CTCAE v5 defines
+and ordered tiers of criteria, each a fact stated in the notes (hospitalisation, ICU, oxygen,
+limiting self-care ADL, hormone replacement, dialysis, ...) or a measured value with its bands
+(stools/day over baseline, ALT/AST and bilirubin x ULN, creatinine x baseline or x ULN, rash %
+BSA, skin detachment % BSA). The grade is the peak over all the event's notes. A fact counts only
+when stated as one: not negated ("no dialysis indication"), not hypothetical ("if admitted"), not
+declined ("steroids not needed").
 
 CTCAE v5.0: https://ctep.cancer.gov/protocoldevelopment/electronic_applications/ctc.htm
 """
@@ -31,16 +38,51 @@ def cue(name: str) -> re.Pattern[str]:
 
 
 _NOT_FACT = re.compile(r"\b(?:no|not|without|avoid\w*|risk|prevent\w*|monitor\w*|watch\w*|if|would|may|might|"
-                       r"could|consider\w*|denie[sd]|declined|unless|call|return|precautions|never)\b"
+                       r"could|consider\w*|reconsider\w*|denie[sd]|declined|unless|call|return|precautions|never|"
+                       r"potentially|concern(?:ing)? for|suspect\w*|rule out|r/o|in case|should|prn|vs\.?|versus)\b"
                        r"[^.;\n]{0,25}$", _I)
+# "steroids not needed", "dialysis not indicated", "insulin was declined"
+_NOT_FACT_AFTER = re.compile(r"^[^.;\n]{0,12}?\b(?:(?:is|was|were|are)\s+)?(?:not\s+(?:needed|required|indicated|"
+                             r"given|started|necessary|warranted|recommended)|unnecessary|declined|refused|deferred|"
+                             r"not an option)\b", _I)
+
+
+def _is_fact(text: str, m: re.Match[str]) -> bool:
+    return stated(text, m.start(), m.end())
 
 
 def fact(name: str, text: str) -> re.Match[str] | None:
-    """The first match of cue ``name`` stated as a fact (not "no ICU", "risk of crisis", "if admitted")."""
-    for m in cue(name).finditer(text):
-        if not _NOT_FACT.search(text[max(0, m.start() - 40):m.start()]):
+    """The first match of cue ``name`` (cues.yaml, or a fact of ctcae.yaml) stated as a fact: not
+    "no ICU", "risk of crisis", "if admitted", "steroids not needed"."""
+    pattern = cue(name) if name in _cues() else _facts()[name]
+    for m in pattern.finditer(text):
+        if _is_fact(text, m):
             return m
     return None
+
+
+def stated(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` (a treatment, a finding) is stated as a fact in ``text``: "no
+    steroids needed", "without steroids", "consider IVIG" are not."""
+    return not (_NOT_FACT.search(text[max(0, start - 40):start]) or _NOT_FACT_AFTER.search(text[end:end + 40]))
+
+
+@lru_cache(maxsize=1)
+def _criteria() -> dict:
+    data = load_yaml("ctcae.yaml")
+    for group, spec in data["groups"].items():
+        for tier in spec["tiers"]:
+            for crit in tier:
+                if "fact" in crit and crit["fact"] not in data["facts"] and crit["fact"] not in _cues():
+                    raise ValueError(f"ctcae.yaml {group}: unknown fact {crit['fact']}")
+                if "measure" in crit and (crit["measure"] not in data["measures"] or crit["measure"] not in _MEASURES):
+                    raise ValueError(f"ctcae.yaml {group}: unknown measure {crit['measure']}")
+    return data
+
+
+@lru_cache(maxsize=1)
+def _facts() -> dict[str, re.Pattern[str]]:
+    return {k: re.compile(r"\b(?:" + "|".join(v) + r")", _I) for k, v in _criteria()["facts"].items()}
 
 
 def explicit_grades(sentence: str) -> list[tuple[int, int, int]]:
@@ -75,164 +117,228 @@ def tied_grade(sentence: str, start: int, end: int, others: Iterable[tuple[int, 
     return best[1] if best else None
 
 
-def _ratio_uln(text: str) -> tuple[float, str] | None:
-    """The highest ALT/AST multiple of the upper limit of normal stated."""
-    low = text.lower()
+
+
+# ---- measured values ------------------------------------------------------------------------
+_NUM = r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
+_LINK = r"\s*(?:of|was|is|:|=|up to|peaked at|peak(?:ing)? at|peak|rose to|increased to|now|at|~|>|>=|of about)?\s*"
+_CHAIN = r"((?:\s*(?:->|→|=>|>|to|then|and then|,|/)\s*(?:\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\d.]))*)"
+_ULN_NEAR = re.compile(r"^[^.;\n]{0,25}?\b(?:uln|upper limit(?: of normal)?|ref(?:erence)?(?: range)?|normal|nl|n)\b"
+                       r"\s*(?:range)?\s*(?:[:=<≤]|is|of|up to)?\s*(?:\d+(?:\.\d+)?\s*(?:-|–|to)\s*)?(\d+(?:\.\d+)?)", _I)
+_ANALYTE_BEFORE = re.compile(r"\b(alt|ast|sgpt|sgot|transaminases?|lfts?|liver enzymes|bili\w*|creat\w*|cr|alp|"
+                             r"alk(?:aline)? phos\w*|ggt|lipase|amylase|tsh|ck|cpk|troponin\w*)\b[^.;\n]*$", _I)
+
+
+def _num(raw: str) -> float:
+    return float(raw.replace(",", ""))
+
+
+def _values(text: str, analyte: str) -> list[tuple[float, int, int, str]]:
+    """(value, start, end, the value chain) of every value written after an analyte name, chains
+    included ("Cr 0.8 -> 2.9 -> 3.1", "ALT/AST 250/180")."""
+    out = []
+    for m in re.finditer(r"\b(?:" + analyte + r")\b" + _LINK + _NUM + r"(?![\d.])" + _CHAIN, text, _I):
+        chain = [m.group(1), *re.findall(r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)", m.group(2) or "")]
+        for raw in chain:
+            out.append((_num(raw), m.start(), m.end(), m.group(0)))
+    return out
+
+
+def _uln_after(text: str, end: int) -> float | None:
+    m = _ULN_NEAR.search(text[end:end + 60])
+    return float(m.group(1)) if m else None
+
+
+def _alt_ast(text: str) -> tuple[float, str] | None:
+    """The highest ALT/AST multiple of the upper limit of normal: "ALT 5.2 x ULN", "ALT 420 (ULN 40)"
+    (a value without a written ULN against 40 U/L)."""
     ratios: list[tuple[float, str]] = []
-    for m in re.finditer(r"(\d+(?:\.\d+)?)\s*(?:x|×|times)\s*(?:the\s+)?(?:uln|upper limit)", low):
-        ratios.append((float(m.group(1)), f"{m.group(1)} x ULN"))
-    for m in re.finditer(r"\b(alt|ast|sgpt|sgot)\b\s*(?:of|was|is|:|=|up to|peaked at|peak)?\s*(\d{2,4})\b"
-                         r"(?:[^.;\n]{0,25}?\b(?:uln|ref(?:erence)?|normal|nl)\b[^\d]{0,12}"
-                         r"(?:\d+\s*-\s*)?(\d{2,3}))?", low):
-        value = float(m.group(2))
-        uln = float(m.group(3)) if m.group(3) else 40.0
+    for m in re.finditer(r"(\d+(?:\.\d+)?)\s*(?:x|×|times)\s*(?:the\s+)?(?:uln|upper limit)", text, _I):
+        analyte = _ANALYTE_BEFORE.search(text[max(0, m.start() - 40):m.start()])
+        name = analyte.group(1).lower() if analyte else "alt"
+        if name[:2] in ("al", "as", "sg", "tr", "lf", "li") and not name.startswith(("alp", "alk")):
+            ratios.append((float(m.group(1)), f"{m.group(1)} x ULN"))
+    for value, _a, end, chain in _values(text, r"alt|ast|sgpt|sgot|alt/ast|ast/alt"):
+        if value < 10 or value > 20000:
+            continue
+        uln = _uln_after(text, end) or 40.0
         if uln >= 10:
-            ratios.append((value / uln, f"{m.group(1).upper()} {m.group(2)} (ULN {int(uln)})"))
+            name = chain.split()[0].upper().rstrip(":")
+            ratios.append((value / uln, f"{name} {value:g} (ULN {uln:g})"))
     return max(ratios) if ratios else None
 
 
-def _stool_increase(text: str) -> tuple[int, str] | None:
-    low = text.lower()
-    over = re.search(r"(\d+)(?:\s*(?:-|to)\s*(\d+))?\s*(?:/\s*(?:day|d)\s*|\s*(?:stools|bms|bowel movements|episodes)?"
-                     r"\s*(?:a|per)\s*day\s*)?(?:over|above)\s*(?:her |his |the )?baseline", low)
-    if over:
+def _bilirubin(text: str) -> tuple[float, str] | None:
+    """The highest total bilirubin multiple of the ULN (written, else 1.2 mg/dL or 21 umol/L)."""
+    ratios: list[tuple[float, str]] = []
+    for m in re.finditer(r"\bbili\w*[^.;\n\d]{0,15}(\d+(?:\.\d+)?)\s*(?:x|×|times)\s*(?:the\s+)?(?:uln|upper limit)",
+                         text, _I):
+        ratios.append((float(m.group(1)), f"bilirubin {m.group(1)} x ULN"))
+    for value, _a, end, _chain in _values(text, r"(?:total |t\.? ?)?bili(?:rubin)?|tbili|t bili|tbil"):
+        uln = _uln_after(text, end) or (21.0 if value >= 15 else 1.2)
+        ratios.append((value / uln, f"bilirubin {value:g} (ULN {uln:g})"))
+    return max(ratios) if ratios else None
+
+
+_CREAT = r"creatinine|creat|cr|scr|serum creatinine"
+
+
+def _creatinine_vals(text: str) -> list[float]:
+    return [v for v, *_ in _values(text, _CREAT) if 0.2 <= v < 20 or 30 <= v <= 2000]
+
+
+def _creatinine_baseline(text: str, prior: str) -> tuple[float, str] | None:
+    """Peak creatinine over its baseline: written ("baseline 0.8", "was 0.8", "from 0.8", the first
+    value of "0.8 -> 2.9"), else the lowest value in the notes before the event."""
+    vals = _values(text, _CREAT)
+    if not vals:
+        return None
+    peak = max(v for v, *_ in vals)
+    base = []
+    for m in re.finditer(r"\b(?:baseline|was|from|previously|prior|usual)\s*(?:creatinine|cr)?\s*(?:of|was|is|:|=|~)?\s*"
+                         r"(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*(?:mg/dl\s*)?(?:at\s*)?baseline", text, _I):
+        base.append(float(m.group(1) or m.group(2)))
+    base += [min(_num(x) for x in [c.split()[-1]] + re.findall(r"\d+(?:\.\d+)?", c))
+             for _v, _a, _e, c in vals if re.search(r"->|→|=>|\bto\b|\bthen\b", c)]
+    if not base and prior:
+        base = _creatinine_vals(prior)
+    same_unit = [b for b in base if (b < 20) == (peak < 20) and b > 0]
+    if not same_unit:
+        return None
+    b = min(same_unit)
+    if peak <= b:
+        return None
+    return peak / b, f"creatinine {peak:g} against a baseline of {b:g}"
+
+
+def _creatinine_uln(text: str) -> tuple[float, str] | None:
+    ratios = []
+    for m in re.finditer(r"(\d+(?:\.\d+)?)\s*(?:x|×|times)\s*(?:her |his |the )?baseline", text, _I):
+        analyte = _ANALYTE_BEFORE.search(text[max(0, m.start() - 40):m.start()])
+        if analyte is None or analyte.group(1).lower().startswith("cr"):
+            ratios.append((float(m.group(1)), f"creatinine {m.group(1)} x baseline", "baseline"))
+    for value, _a, end, _chain in _values(text, _CREAT):
+        uln = _uln_after(text, end)
+        if uln:
+            ratios.append((value / uln, f"creatinine {value:g} (ULN {uln:g})", "uln"))
+    return max(ratios)[:2] if ratios else None
+
+
+def _stools(text: str) -> tuple[float, str] | None:
+    """Stools per day over baseline, at the peak ("8 stools/day, baseline 1", "4 over baseline")."""
+    best: tuple[float, str] | None = None
+    for over in re.finditer(r"(\d+)(?:\s*(?:-|to)\s*(\d+))?\s*(?:/\s*(?:day|d)\s*|\s*(?:stools|bms|bowel movements|"
+                            r"episodes)?\s*(?:a|per)\s*day\s*)?(?:over|above)\s*(?:her |his |the )?baseline", text, _I):
         n = int(over.group(2) or over.group(1))
-        return n, f"{n} stools/day over baseline"
+        if n < 40 and (best is None or n > best[0]):
+            best = (n, f"{n} stools/day over baseline")
     counts = [int(m.group(2) or m.group(1)) for m in re.finditer(
         r"(\d+)(?:\s*(?:-|to)\s*(\d+))?\s*(?:\+\s*)?(?:x\s*)?(?:watery |loose |liquid |bloody |non-bloody |soft )?"
-        r"(?:stools?|bms?|bowel movements?|episodes|motions|times)\s*(?:/|per|a|each)\s*(?:day|d\b|24 ?h)", low)]
+        r"(?:stools?|bms?|bowel movements?|episodes|motions|times)\s*(?:/|per|a|each)\s*(?:day|d\b|24 ?h)", text, _I)]
     counts += [int(m.group(2) or m.group(1)) for m in re.finditer(
         r"(?:stools?|bms?|bowel movements?|diarrh\w+)[^.;\n]{0,20}?(\d+)(?:\s*(?:-|to)\s*(\d+))?\s*(?:x\s*)?"
-        r"(?:/\s*(?:day|d)\b|per day|a day|times (?:a|per) day|daily)", low)]
+        r"(?:/\s*(?:day|d)\b|per day|a day|times (?:a|per) day|daily)", text, _I)]
     counts = [c for c in counts if c < 40]
-    if not counts:
-        return None
-    base = re.search(r"(?:baseline|usual(?:ly)?|normally)\s*(?:of|is|was|=|:)?\s*(\d+)"
-                     r"|\((?:usual|baseline)\s*(\d+)\)", low)
-    top = max(counts)
-    if base:
-        b = int(base.group(1) or base.group(2))
-        if b < top:
-            return top - b, f"{top} stools/day against a baseline of {b}"
-    return top, f"{top} stools/day"
+    if counts:
+        base = re.search(r"(?:baseline|usual(?:ly)?|normally)\s*(?:of|is|was|=|:)?\s*(\d+)"
+                         r"|\((?:usual|baseline)\s*(\d+)\)", text, _I)
+        top = max(counts)
+        if base and int(base.group(1) or base.group(2)) < top:
+            b = int(base.group(1) or base.group(2))
+            cand = (top - b, f"{top} stools/day against a baseline of {b}")
+        else:
+            cand = (top, f"{top} stools/day")
+        if best is None or cand[0] > best[0]:
+            best = cand
+    return best
 
 
-def _creatinine_ratio(text: str) -> tuple[float, str] | None:
-    low = text.lower()
-    m = re.search(r"(\d+(?:\.\d+)?)\s*(?:x|×|times)\s*(?:her |his |the )?baseline", low)
-    if m:
-        return float(m.group(1)), f"creatinine {m.group(1)} x baseline"
-    vals = [float(v) for v in re.findall(r"\b(?:creatinine|creat|cr|scr)\b\s*(?:of|was|is|:|=|up to|rose to|peaked at)?"
-                                         r"\s*(\d\.\d+|\d{1,2}\.\d)\b", low)]
-    base = re.search(r"baseline\s*(?:creatinine|cr)?\s*(?:of|was|is|:|=)?\s*(\d\.\d+)"
-                     r"|(\d\.\d+)\s*(?:at\s*)?baseline", low)
-    if vals and base:
-        b = float(base.group(1) or base.group(2))
-        top = max(vals)
-        if b > 0 and top > b:
-            return top / b, f"creatinine {top} against a baseline of {b}"
-    return None
-
-
-def _bsa(text: str) -> tuple[int, str] | None:
+def _rash_bsa(text: str) -> tuple[float, str] | None:
     m = [int(x) for x in re.findall(
         r"(\d{1,3})\s*%\s*(?:of\s+)?(?:the\s+)?(?:total\s+)?(?:body surface area|bsa|tbsa)", text, _I)]
     m += [int(x) for x in re.findall(r"\b(?:bsa|tbsa|body surface area)\b[^.;\d]{0,15}(\d{1,3})\s*%", text, _I)]
+    m = [x for x in m if x <= 100]
     return (max(m), f"{max(m)}% BSA") if m else None
 
 
-def infer_grade(group: str, term: str, text: str, *, treated: str | None,
-                hormone: str | None) -> tuple[int | None, str]:
-    """(grade, reason) from what the event's notes state; (None, "") when nothing supports a grade."""
-    low = text.lower()
-    if fact("death", low):
-        return 5, "death documented"
-    icu = fact("life_threatening", low)
-    hosp = fact("hospital", low)
-    if group == "colitis":
-        if icu:
-            return 4, f"life-threatening features ({icu.group(0)})"
-        inc = _stool_increase(text)
-        if hosp:
-            return 3, "hospitalisation"
-        if inc:
-            n, why = inc
-            grade = 3 if n >= 7 else 2 if n >= 4 else 1
-            if grade == 1 and (re.search(r"abdominal pain|cramp|blood|mucus|hematochezia", low) and term == "colitis"):
-                return 2, why + " with abdominal pain or blood (colitis)"
-            return grade, why
-        if treated:
-            return 2, f"treated with {treated}"
-        return None, ""
-    if group == "hepatitis":
-        r = _ratio_uln(text)
-        if r:
-            ratio, why = r
-            return (4 if ratio > 20 else 3 if ratio > 5 else 2 if ratio > 3 else 1), f"peak {why}"
-        if icu:
-            return 4, f"life-threatening features ({icu.group(0)})"
-        if hosp:
-            return 3, "hospitalisation"
+def _detachment_bsa(text: str) -> tuple[float, str] | None:
+    """Skin detachment % BSA, read only when the notes name Stevens-Johnson syndrome or TEN."""
+    if not (fact("sjs", text) or fact("tox_epidermal_necrolysis", text)):
+        return None
+    vals = [int(x) for x in re.findall(r"\b(?:detach\w*|slough\w*|denud\w*|epidermal (?:loss|necrosis))"
+                                       r"[^.;\n%]{0,50}?(\d{1,3})\s*%", text, _I)]
+    vals += [int(x) for x in re.findall(r"(\d{1,3})\s*%\s*(?:bsa\s*|of (?:the )?(?:body surface area|bsa)\s*)?"
+                                        r"(?:epidermal |skin )?(?:detachment|sloughing|denudation)", text, _I)]
+    vals = [v for v in vals if v <= 100]
+    return (max(vals), f"skin detachment {max(vals)}% BSA") if vals else None
+
+
+_MEASURES = {"stools": lambda t, p: _stools(t), "alt_ast_uln": lambda t, p: _alt_ast(t),
+             "bilirubin_uln": lambda t, p: _bilirubin(t), "creatinine_baseline": _creatinine_baseline,
+             "creatinine_uln": lambda t, p: _creatinine_uln(t), "rash_bsa": lambda t, p: _rash_bsa(t),
+             "detachment_bsa": lambda t, p: _detachment_bsa(t)}
+_FACT_REASON = {"hospital": "hospitalisation", "life_threatening": "life-threatening features", "death": "death",
+                "self_care": "limiting self-care ADL", "instrumental_adl": "limiting instrumental ADL",
+                "oxygen": "oxygen indicated", "ventilation": "ventilatory support",
+                "cardiac_life_threatening": "life-threatening cardiac features", "perforation": "perforation",
+                "peritoneal": "peritoneal signs", "colitis_signs": "abdominal pain or blood in the stool (colitis)",
+                "incontinence": "incontinence", "dialysis": "dialysis", "dka": "diabetic ketoacidosis",
+                "insulin": "insulin therapy initiated", "endocrine_crisis": "life-threatening endocrine crisis",
+                "hormone": "hormone replacement", "tox_epidermal_necrolysis": "toxic epidermal necrolysis",
+                "sjs": "Stevens-Johnson syndrome", "treatment": "treated with", "asymptomatic": "asymptomatic",
+                "symptomatic": "symptomatic", "mild": "mild", "moderate": "moderate", "severe": "severe",
+                "at_rest": "symptoms at rest"}
+
+
+def _band(value: float, bands: list[dict]) -> int | None:
+    for b in bands:
+        if ("gt" in b and value > b["gt"]) or ("ge" in b and value >= b["ge"]):
+            return int(b["grade"])
+    return None
+
+
+def infer_grade(group: str, term: str, text: str, *, treated: str | None = None, hormone: str | None = None,
+                prior: str = "") -> tuple[int | None, str]:
+    """(grade, reason) by the CTCAE v5 criteria of ``rules/ctcae.yaml`` from what the event's notes
+    state (``text``; ``prior``: the notes before the event, for baselines); (None, "") when nothing
+    supports a grade. ``treated``/``hormone``: a treatment ConText tied to the event."""
+    data = _criteria()
+    spec = data["groups"].get(group)
+    if spec is None:
         return (2, f"treated with {treated}") if treated else (None, "")
-    if group == "dermatitis":
-        if re.search(r"toxic epidermal necrolysis|\bten\b", low):
-            return 4, "toxic epidermal necrolysis"
-        if re.search(r"stevens[- ]johnson|\bsjs\b", low):
-            return 3, "Stevens-Johnson syndrome"
-        b = _bsa(text)
-        if b:
-            n, why = b
-            return (3 if n > 30 else 2 if n >= 10 else 1), why
-        if hosp:
-            return 3, "hospitalisation"
-        if re.search(r"limiting self[- ]care", low):
-            return 3, "limiting self-care ADL"
-        return (2, f"treated with {treated}") if treated else (None, "")
-    if group == "nephritis":
-        if re.search(r"dialysis|hemodialysis|\bcrrt\b", low):
-            return 4, "dialysis"
-        r = _creatinine_ratio(text)
-        if r:
-            ratio, why = r
-            return (3 if ratio > 3 else 2 if ratio > 1.5 else 1), why
-        if hosp:
-            return 3, "hospitalisation"
-        return (2, f"treated with {treated}") if treated else (None, "")
-    if group in ("thyroid", "pituitary", "adrenal", "diabetes"):
-        if group == "diabetes":
-            if icu:
-                return 4, f"life-threatening features ({icu.group(0)})"
-            if hosp or re.search(r"\bdka\b|ketoacidosis", low):
-                return 3, "hospitalisation (diabetic ketoacidosis)" if re.search(r"\bdka\b|ketoacidosis", low) \
-                    else "hospitalisation"
-            if re.search(r"\binsulin\b", low):
-                return 3, "insulin therapy initiated"
-            return None, ""
-        if icu:
-            return 4, f"life-threatening features ({icu.group(0)})"
-        if hosp:
-            return 3, "hospitalisation"
-        if hormone or re.search(r"\bsymptomatic\b", low):
-            return 2, f"hormone replacement ({hormone})" if hormone else "symptomatic"
-        if re.search(r"asymptomatic", low):
-            return 1, "asymptomatic"
-        return None, ""
-    if group in ("pneumonitis", "myocarditis", "neuro", "myositis", "arthritis", "upper_gi"):
-        if icu:
-            return 4, f"life-threatening features ({icu.group(0)})"
-        if group == "pneumonitis" and re.search(r"\b(?:supplemental )?oxygen\b|\bo2\b|hypoxi|\bnasal cannula\b", low):
-            return 3, "oxygen indicated"
-        if hosp:
-            return 3, "hospitalisation"
-        if re.search(r"limiting self[- ]care|bed-?bound|unable to walk|wheelchair", low):
-            return 3, "limiting self-care ADL"
-        if re.search(r"asymptomatic|radiographic(?:ally)? only|incidental", low):
-            return 1, "asymptomatic (radiographic only)"
-        if group in ("arthritis", "myositis") and not (treated and re.search(
-                r"predni|steroid|methylpred|dexameth|hydrocortisone|infliximab|tocilizumab|methotrexate", treated, _I)):
-            if re.search(r"\bmild\b|nsaids?\b|ibuprofen|naproxen|celecoxib|meloxicam|diclofenac", low):
-                return 1, "mild, NSAIDs only"
-        if treated:
-            return 2, f"treated with {treated}"
-        return None, ""
-    return (2, f"treated with {treated}") if treated else (None, "")
+    top = int(spec.get("max", 5))
+    for tier in spec["tiers"]:
+        met: list[tuple[int, str]] = []
+        for crit in tier:
+            if crit.get("terms") and term.lower() not in [t.lower() for t in crit["terms"]]:
+                continue
+            if "measure" in crit:
+                got = _MEASURES[crit["measure"]](text, prior)
+                if got:
+                    grade = _band(got[0], data["measures"][crit["measure"]])
+                    if grade:
+                        met.append((grade, got[1] if crit["measure"] != "alt_ast_uln" else f"peak {got[1]}"))
+                continue
+            name = crit["fact"]
+            m = fact(name, text)
+            given = None
+            if name == "treatment" and treated:
+                given = treated
+            elif name == "hormone" and hormone:
+                given = hormone
+            if m is None and given is None:
+                continue
+            what = given or m.group(0)  # type: ignore[union-attr]
+            label = _FACT_REASON.get(name, name)
+            if name == "treatment":
+                reason = f"treated with {what}"
+            elif name in ("hormone", "hospital", "life_threatening", "self_care", "instrumental_adl",
+                          "cardiac_life_threatening", "ventilation", "oxygen"):
+                reason = f"{label} ({what.strip()})"
+            else:
+                reason = label
+            met.append((int(crit["grade"]), reason))
+        met = [(g, r) for g, r in met if g <= top]
+        if met:
+            return max(met, key=lambda x: x[0])
+    return None, ""

@@ -182,9 +182,14 @@ def _verdict(kind: str, mods: dict[str, list[tuple[int, int, str]]], section: st
             return "other_cause"
     if "OTHER_DRUG" in mods and not immune:
         drugs = mods["OTHER_DRUG"]
+        term_text = sentence[span[0]:span[1]]
         named = ("CAUSAL" in mods
                  or any(re.search(r"induced|related|associated|toxicit", t, _I) for _a, _b, t in drugs)
-                 or any(0 <= span[0] - b <= 2 for _a, b, _t in drugs))  # "paclitaxel neuropathy"
+                 # "paclitaxel neuropathy", "amoxicillin-clavulanate hepatitis": the drug names the event
+                 or any(0 <= span[0] - b <= 25 and re.fullmatch(r"(?:[-/][\w-]+)?\s*", sentence[b:span[0]])
+                        for _a, b, _t in drugs)
+                 # "drug-induced liver injury" / "DILI" with another drug named in the sentence
+                 or bool(re.search(r"drug[- ]induced|\bdili\b", term_text, _I)))
         if named and _cause_confirmed(sentence, [(a, b) for a, b, _t in drugs]):
             return "other_cause"
     if "HISTORICAL" in mods:
@@ -229,9 +234,13 @@ def _mention_rows(note: Note, doc, ctx_docs, spans) -> tuple[list[dict], list[Ic
     return rows, ici
 
 
-def _first_text(mods: dict, key: str) -> str | None:
-    vals = mods.get(key)
-    return vals[0][2] if vals else None
+def _first_text(mods: dict, key: str, sentence: str | None = None) -> str | None:
+    """The first modifier text of ``key``; with ``sentence``, the first one stated as a fact there
+    (not "no steroids needed", "without steroids", "consider infliximab")."""
+    for a, b, text in mods.get(key, []):
+        if sentence is None or grading.stated(sentence, a, b):
+            return text
+    return None
 
 
 def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
@@ -264,6 +273,22 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
                                  (r["ent"].start_char, r["ent"].end_char)) == "affirmed"):
                 exposure.on_ici, exposure.implied = True, True
                 break
+    elif exposure.first_dose:
+        # an event a note attributes to a named agent ("ipilimumab-related hypophysitis") was caused
+        # by doses given before that note: the first dose is no later than the earliest note that
+        # names the agent without saying it was not given or long past
+        skip = set(exposure.not_given) | set(exposure.remote_courses)
+        for note, r in all_rows:
+            mods = r["mods"]
+            if note.date >= exposure.first_dose or note.document_id in skip:
+                continue
+            named = "ICI_MENTION" in mods and ("CAUSAL" in mods or _drug_names_it(mods, r["ent"].start_char))
+            if (named and r["meta"].get("kind") == "diagnosis" and not _names_old_year(r["sentence"], note.date)
+                    and _verdict("diagnosis", mods, r["section"], r["sentence"],
+                                 (r["ent"].start_char, r["ent"].end_char)) == "affirmed"):
+                named_dates = [m.note_date for m in ici_mentions if m.document_id not in skip
+                               and m.note_date <= note.date]
+                exposure.first_dose = min([note.date, *named_dates])
     pre_existing = {(r["meta"]["organ"], r["meta"]["group"]) for note, r in all_rows
                     if exposure.first_dose and note.date < exposure.first_dose
                     and not ({"NEGATED_EXISTENCE", "HYPOTHETICAL", "FAMILY", "POSSIBLE_EXISTENCE"} & set(r["mods"]))
@@ -276,8 +301,8 @@ def read_mentions(notes: list[Note]) -> tuple[list[Mention], Exposure]:
                            (ent.start_char, ent.end_char))
         immune = ("IMMUNE_ATTRIBUTION" in mods or ("CAUSAL" in mods and "ICI_MENTION" in mods)
                   or _drug_names_it(mods, ent.start_char))
-        treated = _first_text(mods, "IMMUNOSUPPRESSION")
-        hormone = _first_text(mods, "HORMONE")
+        treated = _first_text(mods, "IMMUNOSUPPRESSION", r["sentence"])
+        hormone = _first_text(mods, "HORMONE", r["sentence"])
         attribution = "ici" if immune else ("treated" if treated or hormone else None)
         abs_start = r["s0"] + ent.start_char
         if meta.get("other_dx"):
@@ -392,26 +417,70 @@ def _onset(ev: Event, first_dose: str | None) -> str:
     return min([first, *early, *stated])
 
 
-def _grade(ev: Event, term: str) -> tuple[int | None, str, str]:
-    """(grade, basis, reason): an explicit grade written for the event wins, else inferred."""
+_NOT_ABOUT = ("ros", "family", "hypothetical", "allergy", "negated")
+GRADE_WINDOW_DAYS = 14  # notes written up to this many days after the event's last mention
+
+
+def _days(a: str, b: str) -> int:
+    from datetime import date
+
+    try:
+        return (date.fromisoformat(b[:10]) - date.fromisoformat(a[:10])).days
+    except ValueError:
+        return 10 ** 6
+
+
+def grading_notes(ev: Event, notes: list[Note], mentions: list[Mention],
+                  first_dose: str | None) -> tuple[list[Note], list[Note]]:
+    """(the notes of the event, the notes before it). The event's notes are those that mention it
+    (also as a differential later confirmed: a work-up note, dated after the first dose and at most
+    30 days before it was confirmed), and the notes written during it, up to
+    ``GRADE_WINDOW_DAYS`` after its last mention, that are about no other irAE (an inpatient
+    progress note that says "needs help with dressing" without naming the event)."""
+    key = (ev.organ, ev.group)
+    own = {m.note.document_id for m in ev.mentions + ev.support}
+    first = min(m.date for m in ev.mentions)
+    for m in mentions:
+        if ((m.organ, m.group) == key and m.verdict in ("uncertain", "affirmed", *SUPPORT_ONLY)
+                and 0 <= _days(m.date, first) <= 30 and (first_dose is None or m.date >= first_dose)):
+            own.add(m.note.document_id)
+    dated = [n for n in notes if n.document_id in own]
+    start = min(n.date for n in dated)
+    last = max(n.date for n in dated)
+    about_other = {m.note.document_id for m in mentions if (m.organ, m.group) != key and m.verdict not in _NOT_ABOUT}
+    event_notes, prior = [], []
+    for n in notes:
+        if n.injected:
+            continue
+        if n.document_id in own:
+            event_notes.append(n)
+        elif start <= n.date and 0 <= _days(last, n.date) <= GRADE_WINDOW_DAYS and n.document_id not in about_other:
+            event_notes.append(n)
+        elif n.date < start:
+            prior.append(n)
+    return event_notes, prior
+
+
+def _grade(ev: Event, term: str, notes: list[Note] | None = None, mentions: list[Mention] | None = None,
+           first_dose: str | None = None) -> tuple[int | None, str, str]:
+    """(grade, basis, reason): an explicit grade written for the event wins (the peak one when it
+    changes), else inferred by the CTCAE v5 criteria from the event's notes."""
     explicit = [m.explicit_grade for m in ev.mentions + ev.support
                 if m.explicit_grade and m.verdict not in ("symptom_only",)]
     explicit += [m.explicit_grade for m in ev.support if m.verdict == "symptom_only" and m.explicit_grade
                  and m.attribution]
     if explicit:
         return max(explicit), "explicit", "as written in the notes"
-    notes: dict[str, Note] = {m.note.document_id: m.note for m in ev.mentions + ev.support}
-    text = "\n".join(n.text for n in notes.values())
+    if notes is None or mentions is None:
+        own = {m.note.document_id: m.note for m in ev.mentions + ev.support}
+        event_notes, prior = list(own.values()), []
+    else:
+        event_notes, prior = grading_notes(ev, notes, mentions, first_dose)
+    text = "\n".join(n.text for n in event_notes)
     treated = next((m.treated for m in ev.mentions + ev.support if m.treated), None)
     hormone = next((m.hormone for m in ev.mentions + ev.support if m.hormone), None)
-    if not treated:
-        t = re.search(r"\b(prednisone|prednisolone|methylprednisolone|dexamethasone|budesonide|infliximab|"
-                      r"vedolizumab|mycophenolate|ivig|steroids|corticosteroids)\b", text, _I)
-        treated = t.group(1) if t else None
-    if not hormone and ev.group in ("thyroid", "pituitary", "adrenal", "diabetes"):
-        h = re.search(r"\b(levothyroxine|hydrocortisone|fludrocortisone|insulin|propranolol)\b", text, _I)
-        hormone = h.group(1) if h else None
-    grade, reason = grading.infer_grade(ev.group, term, text, treated=treated, hormone=hormone)
+    grade, reason = grading.infer_grade(ev.group, term, text, treated=treated, hormone=hormone,
+                                        prior="\n".join(n.text for n in prior))
     return grade, "inferred", reason
 
 
@@ -452,7 +521,7 @@ def screen(tools: Tools) -> BackendResult:
         ev = events[key]
         terms = [m.term for m in ev.mentions if m.kind == "diagnosis"] or [m.term for m in ev.mentions]
         term = max(set(terms), key=lambda t: (terms.count(t), t))
-        grade, basis, reason = _grade(ev, term)
+        grade, basis, reason = _grade(ev, term, notes, mentions, exposure.first_dose)
         onset = _onset(ev, exposure.first_dose)
         status = _status(ev, term, conditions)
         attribution = "ici" if any(m.attribution == "ici" for m in ev.mentions) else "possible_ici"

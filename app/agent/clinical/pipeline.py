@@ -167,9 +167,17 @@ def context_rules(name: str = "context.yaml") -> list[Any]:
     from medspacy.context import ConTextRule
 
     rules = []
+    seen: dict[str, str] = {}
     for item in load_yaml(name)["modifiers"]:
         literals = _phrases(item.get("literals") or [item["literal"]], f"{name} {item['category']}")
         for literal in literals:
+            # two rules on the same words match the same span and medspaCy's matcher keeps one of
+            # them (which one depends on rule ids), so a repeated literal would silently drop a cue
+            key = literal.lower()
+            if key in seen and item.get("pattern") is None:
+                raise ValueError(f"{name}: {literal!r} is listed twice ({seen[key]} and {item['category']}); "
+                                 "list it once, with direction BIDIRECTIONAL if both directions are meant")
+            seen[key] = item["category"]
             kwargs: dict[str, Any] = {"direction": item.get("direction", "BIDIRECTIONAL")}
             if item.get("max_scope") is not None:
                 kwargs["max_scope"] = int(item["max_scope"])
@@ -187,6 +195,18 @@ def context_rules(name: str = "context.yaml") -> list[Any]:
 
 _PUNCT_END = (".", ":", ";", "!", "?")
 _BULLETS = "-*•#>("
+# A line ending in one of these words continues on the next line whatever its first letter is
+# ("... reconsider delayed ICI hepatitis if\nALT fails to fall"): a sentence does not end on them.
+_CONTINUES = frozenset((
+    "a", "an", "the", "and", "or", "nor", "but", "if", "of", "to", "in", "on", "at", "by", "for", "from", "with",
+    "without", "into", "onto", "than", "as", "vs", "versus", "per", "after", "before", "since", "due", "because",
+    "that", "which", "who", "whose", "whom", "is", "was", "are", "were", "be", "been", "being", "has", "had",
+    "have", "no", "not", "her", "his", "their", "its", "this", "these", "those", "very", "more", "most", "less",
+    "likely", "possible", "probable", "secondary", "related", "consistent", "suggestive", "favour", "favor",
+    "despite", "until", "unless", "while", "when", "where", "whether", "either", "neither", "both", "also",
+    "then", "so", "such", "about", "over", "under", "between", "against", "toward", "towards", "via", "plus",
+))
+WRAP_WIDTH = 60  # a line at least this long that ends inside a sentence was wrapped by the editor
 
 
 def _clinical_sentencizer_factory() -> None:
@@ -206,6 +226,7 @@ def _clinical_sentencizer_factory() -> None:
             guesses = super().predict(docs)
             for doc, tags in zip(docs, guesses, strict=False):
                 n = len(doc)
+                text = None
                 for tok in doc:
                     i = tok.i
                     if tok.text == "?" and i + 1 < n and tags[i + 1] and doc[i + 1].text[:1].islower():
@@ -220,8 +241,19 @@ def _clinical_sentencizer_factory() -> None:
                     ends = before is None or before.text[-1:] in _PUNCT_END
                     first = nxt.text[:1]
                     caps_run = before is not None and before.text.isupper() and nxt.text.isupper()
+                    wrapped = False
+                    if (before is not None and not ends and first.isupper() and not caps_run
+                            and before.text.isalpha()):
+                        if before.text.lower() in _CONTINUES and not before.text.isupper():
+                            wrapped = True
+                        elif before.text.islower():  # a long line cut mid-sentence, the next one not a header ("Plan:")
+                            if text is None:
+                                text = doc.text
+                            line_start = text.rfind("\n", 0, before.idx) + 1
+                            header = i + 2 < n and doc[i + 2].text == ":"
+                            wrapped = before.idx + len(before.text) - line_start >= WRAP_WIDTH and not header
                     if gap.count("\n") >= 2 or ends or first.isdigit() or first in _BULLETS or (
-                            first.isupper() and not caps_run):  # an ALL-CAPS report wraps its lines
+                            first.isupper() and not caps_run and not wrapped):  # an ALL-CAPS report wraps its lines
                         tags[i + 1] = True
             return guesses
 
