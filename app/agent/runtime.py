@@ -174,7 +174,8 @@ class Draft:
                 idx = [i for i in item.get("sentence_indexes", []) if 0 <= i < len(self.sentences)]
                 return [c.public() for i in idx for c in self.sentences[i].citations]
 
-            events = [{k: ev.get(k) for k in ("organ", "term", "ctcae_grade", "attribution", "onset", "status")}
+            events = [{k: ev.get(k) for k in ("organ", "term", "ctcae_grade", "grade_basis", "grade_reason",
+                                              "attribution", "onset", "status")}
                       | {"citations": cited(ev)} for ev in self.findings.get("events", [])]
             excluded = [{k: ex.get(k) for k in ("organ", "term", "reason")} | {"citations": cited(ex)}
                         for ex in self.findings.get("excluded", [])]

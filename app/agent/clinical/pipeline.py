@@ -126,12 +126,14 @@ def _phrases(values: Iterable[object], where: str) -> list[str]:
 
 # A header starts a line: after a line break, at the start of the text, after a sentence end
 # ("... resolved. Plan: ..."), or after a markdown/bullet mark ("# Allergies", "- Plan:").
-HEADER_START = r"(?:[\n\r]+\s*|[.;!?]\s+|^[#*>\u2022-]+\s*)$"
+# Dictation speaks the punctuation: "... at rest period assessment colon ...".
+HEADER_START = r"(?:[\n\r]+\s*|[.;!?]\s+|\b(?:period|full stop)\s+|^[#*>\u2022-]+\s*)$"
 
 
 def section_rules() -> list[Any]:
-    """SectionRules from sections.yaml as phrase literals (spaCy's PhraseMatcher: fast): "Title:" for
-    every title and the bare "Title" for those not listed under ``colon_required``; the Sectionizer
+    """SectionRules from sections.yaml as phrase literals (spaCy's PhraseMatcher: fast): "Title:" and
+    the dictated "Title colon" for every title, and the bare "Title" for those not listed under
+    ``colon_required``; the Sectionizer
     keeps only headers that start a line (``HEADER_START``)."""
     _import_nlp_libraries()
     from medspacy.section_detection import SectionRule
@@ -144,6 +146,7 @@ def section_rules() -> list[Any]:
             raise ValueError(f"sections.yaml: unknown category {category}")
         for title in sorted({t.lower() for t in _phrases(titles, f"sections.yaml {category}")}):
             rules.append(SectionRule(literal=f"{title}:", category=category))
+            rules.append(SectionRule(literal=f"{title} colon", category=category))  # dictated
             if title not in colon_required:
                 rules.append(SectionRule(literal=title, category=category))
     return rules
@@ -207,6 +210,38 @@ _CONTINUES = frozenset((
     "then", "so", "such", "about", "over", "under", "between", "against", "toward", "towards", "via", "plus",
 ))
 WRAP_WIDTH = 60  # a line at least this long that ends inside a sentence was wrapped by the editor
+_LIST_MARKS = "-*•"
+# verbs and adjectives that need what follows them ("no consolidation to suggest" / "pneumonitis")
+_NEEDS_OBJECT = frozenset(("suggest", "suggesting", "include", "includes", "including", "represent",
+                           "representing", "exclude", "excluding", "showing", "shows", "show", "revealed", "reveals",
+                           "demonstrating", "demonstrates", "concerning", "worrisome", "compatible", "c/w",
+                           "requiring", "needing", "started", "starting", "given", "received", "receiving"))
+# dictation: a spoken sentence end ("period", "full stop", "new paragraph")
+_SPOKEN_END = frozenset(("period", "stop", "paragraph"))
+_NOT_SPOKEN_END = frozenset(("a", "the", "this", "that", "same", "washout", "menstrual", "observation", "time",
+                             "trial", "grace", "short", "long", "brief", "refractory", "window", "treatment",
+                             "follow-up", "study", "incubation", "latent", "last", "first", "symptom-free", "new"))
+RUN_ON_CHARS = 200  # a "sentence" longer than this is dictation's comma splice: split it at its clauses
+
+
+def _split_run_ons(doc, tags) -> None:  # type: ignore[no-untyped-def]
+    """Dictation joins sentences with commas ("... on room air, Infection has been excluded, Plan
+    ..."). In a sentence longer than ``RUN_ON_CHARS``, a comma followed by a capitalised word and
+    then a lower-case word starts a new sentence (not "Colitis, Grade 2", not "CTCAE", not a list
+    of names)."""
+    starts = [i for i, t in enumerate(tags) if t] + [len(doc)]
+    if len(starts) < 2:
+        starts = [0, len(doc)]
+    for a, b in zip(starts, starts[1:], strict=False):
+        if b - a < 8 or doc[b - 1].idx + len(doc[b - 1].text) - doc[a].idx <= RUN_ON_CHARS:
+            continue
+        for j in range(a + 1, b - 2):
+            if doc[j].text != ",":
+                continue
+            w, nxt = doc[j + 1], doc[j + 2]
+            if (w.text[:1].isupper() and w.text[1:].islower() and len(w.text) > 1 and w.is_alpha
+                    and nxt.is_alpha and nxt.text[:1].islower()):
+                tags[j + 1] = True
 
 
 def _clinical_sentencizer_factory() -> None:
@@ -227,10 +262,22 @@ def _clinical_sentencizer_factory() -> None:
             for doc, tags in zip(docs, guesses, strict=False):
                 n = len(doc)
                 text = None
+
+                def line_len(tok) -> int:  # type: ignore[no-untyped-def]
+                    nonlocal text
+                    if text is None:
+                        text = doc.text
+                    return tok.idx + len(tok.text) - (text.rfind("\n", 0, tok.idx) + 1)
+
                 for tok in doc:
                     i = tok.i
                     if tok.text == "?" and i + 1 < n and tags[i + 1] and doc[i + 1].text[:1].islower():
                         tags[i + 1] = False  # "? pneumonitis": a query mark, not a sentence end
+                    if (tok.lower_ in _SPOKEN_END and i > 0 and doc[i - 1].lower_ not in _NOT_SPOKEN_END
+                            and (i + 1 >= n or doc[i + 1].lower_ not in ("of", ",", "-", "/"))):
+                        if i + 1 < n:  # dictation: "... on room air period assessment colon ..."
+                            tags[i + 1] = True
+                        continue
                     gap = tok.text if tok.is_space else tok.whitespace_
                     if i + 1 >= n or "\n" not in gap:
                         continue
@@ -247,14 +294,20 @@ def _clinical_sentencizer_factory() -> None:
                         if before.text.lower() in _CONTINUES and not before.text.isupper():
                             wrapped = True
                         elif before.text.islower():  # a long line cut mid-sentence, the next one not a header ("Plan:")
-                            if text is None:
-                                text = doc.text
-                            line_start = text.rfind("\n", 0, before.idx) + 1
                             header = i + 2 < n and doc[i + 2].text == ":"
-                            wrapped = before.idx + len(before.text) - line_start >= WRAP_WIDTH and not header
-                    if gap.count("\n") >= 2 or ends or first.isdigit() or first in _BULLETS or (
+                            wrapped = line_len(before) >= WRAP_WIDTH and not header
+                    bullet = first in _BULLETS
+                    if (bullet and before is not None and not ends and first in _LIST_MARKS and i + 2 < n
+                            and doc[i + 2].text[:1].islower()):
+                        # a sentence wrapped over two list items ("- Not consistent with" / "- immune
+                        # hepatitis"): the line stops inside the sentence and the item goes on in lower case
+                        b = before.text.lower()
+                        bullet = not (b[-1:] in ",/(-" or b in _CONTINUES or b in _NEEDS_OBJECT
+                                      or line_len(before) >= WRAP_WIDTH)
+                    if gap.count("\n") >= 2 or ends or first.isdigit() or bullet or (
                             first.isupper() and not caps_run and not wrapped):  # an ALL-CAPS report wraps its lines
                         tags[i + 1] = True
+                _split_run_ons(doc, tags)
             return guesses
 
     @Language.factory("clinical_sentencizer", default_config={"punct_chars": None})
