@@ -140,6 +140,22 @@ class DraftStore:
             rec = self._row(db, run_id, session_id)
             return draft_from_json(self._vault.open(rec.payload_encrypted)) if rec else None
 
+    def owner(self, run_id: str) -> tuple[str | None, str] | None:
+        """(session id, patient hash) of a stored draft, or None: no PHI, for access decisions."""
+        with self._maker() as db:
+            rec = db.get(DraftRecord, run_id)
+            return (rec.session_id, rec.patient_hash) if rec is not None else None
+
+    def reassign(self, run_id: str, from_session: str | None, to_session: str) -> bool:
+        """Move a draft to another session, only if it still belongs to ``from_session`` (atomic:
+        of two sessions reopening one draft at once, one wins)."""
+        with self._maker.begin() as db:
+            cond = (DraftRecord.session_id.is_(None) if from_session is None
+                    else DraftRecord.session_id == from_session)
+            moved = db.execute(update(DraftRecord).where(DraftRecord.run_id == run_id, cond)
+                               .values(session_id=to_session).execution_options(synchronize_session=False))
+            return moved.rowcount == 1
+
     def for_session(self, session_id: str) -> list[Draft]:
         with self._maker() as db:
             rows = db.scalars(select(DraftRecord).where(DraftRecord.session_id == session_id)
@@ -207,6 +223,14 @@ class WebSessionStore:
             if rec is None or rec.expires < time.time():
                 return None
             return json.loads(self._vault.open(rec.context_encrypted)), rec.created
+
+    def live(self, sid: str | None) -> bool:
+        """Whether a session is still open (neither ended nor expired); reads no context."""
+        if not sid:
+            return False
+        with self._maker() as db:
+            rec = db.get(WebSessionRecord, sid)
+            return rec is not None and rec.expires >= time.time()
 
     def delete(self, sid: str) -> None:
         with self._maker.begin() as db:

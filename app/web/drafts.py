@@ -124,6 +124,44 @@ def show(run_id: str):  # type: ignore[no-untyped-def]
                            held=result.get("state") == "held_until_approval")
 
 
+@bp.post("/drafts/<run_id>/reopen")
+def reopen(run_id: str):  # type: ignore[no-untyped-def]
+    """Open a draft of this patient made in a session that has ended (a re-launch ends the earlier
+    one), so it can be reviewed here. Refused when the draft belongs to another patient (404, as for
+    any unknown draft), to a session that is still open (409), or cites a note this session may not
+    see, or has a sentence no note supports (403: what it says may come from notes withheld here)."""
+    from app.logging import opaque
+    from app.review.workflow import check_fhir_id
+
+    state = current()
+    s = services()
+    check_fhir_id(run_id, what="draft id")
+    if state.drafts.get(run_id) is not None:
+        return redirect(url_for("drafts.show", run_id=run_id))
+    owner = s.drafts.owner(run_id)
+    if owner is None or not state.patient_id or owner[1] != opaque(state.patient_id):
+        abort(404)
+    if s.web_sessions.live(owner[0]):
+        raise AppError("This draft is open in another session that is still active. Ask the clinician "
+                       "who made it, or make a new draft.", code="draft_in_other_session", http_status=409)
+    draft = s.drafts.get(run_id)
+    if draft is None:
+        abort(404)
+    chart = state.chart or ensure_chart(state)
+    permitted = set(chart.documents) | set(chart.pending)  # allowed now, indexed or still pending
+    cited = {doc for doc, _ in draft.cited_documents()}
+    if draft.unsupported or not cited <= permitted:
+        event(log, "draft.reopen_refused", run_id=run_id, error_code="draft_not_permitted")
+        raise AppError("This draft cites notes your access does not include here, so it cannot be "
+                       "opened in this session. Make a new draft.", code="draft_not_permitted",
+                       http_status=403)
+    if not s.drafts.reassign(run_id, owner[0], state.sid):
+        raise AppError("Someone else opened this draft just now. Reload the chart.",
+                       code="draft_in_other_session", http_status=409)
+    event(log, "draft.reopened", run_id=run_id)
+    return redirect(url_for("drafts.show", run_id=run_id))
+
+
 @bp.get("/drafts/<run_id>/source/<doc_id>")
 def source(run_id: str, doc_id: str):  # type: ignore[no-untyped-def]
     state = current()

@@ -233,7 +233,8 @@ def denied_counts(counts: dict[str, int]) -> list[tuple[str, int]]:
 
 def patient_drafts(services: Any, patient_id: str | None, session_id: str) -> list[dict[str, Any]]:
     """This patient's drafts from the database, from every session, newest first, with their state and
-    who reviewed them when. Only this session's drafts link to a page (the draft store is scoped)."""
+    who reviewed them when. This session's drafts link to their page; a draft of a session that has
+    ended can be reopened here (``drafts.reopen`` checks it); one of another open session cannot."""
     from app.store.models import DraftRecord, ReviewRecord
 
     if not patient_id:
@@ -255,6 +256,8 @@ def patient_drafts(services: Any, patient_id: str | None, session_id: str) -> li
                         "state": {"approve": "approved", "reject": "rejected"}.get(
                             last.action if last else "", draft_state(result)),
                         "this_session": r.session_id == session_id,
+                        "reopenable": r.session_id != session_id
+                        and not services.web_sessions.live(r.session_id),
                         "reviewer": last.reviewer if last else None,
                         "reviewed": when(last.at) if last else None,
                         "review_action": last.action if last else None})
