@@ -121,12 +121,59 @@ def tied_grade(sentence: str, start: int, end: int, others: Iterable[tuple[int, 
 
 # ---- measured values ------------------------------------------------------------------------
 _NUM = r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
-_LINK = r"\s*(?:of|was|is|:|=|up to|peaked at|peak(?:ing)? at|peak|rose to|increased to|now|at|~|>|>=|of about)?\s*"
+_LINK = (r"(?:\s*(?:of|was|is|:|=|up to|peaked|peaking|peak|rose|rise|rising|risen|increased|increase|up|from|to|"
+         r"now|at|~|>=|>|about|today)(?![\w.]))*\s*")
 _CHAIN = r"((?:\s*(?:->|→|=>|>|to|then|and then|,|/)\s*(?:\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\d.]))*)"
 _ULN_NEAR = re.compile(r"^[^.;\n]{0,25}?\b(?:uln|upper limit(?: of normal)?|ref(?:erence)?(?: range)?|normal|nl|n)\b"
                        r"\s*(?:range)?\s*(?:[:=<≤]|is|of|up to)?\s*(?:\d+(?:\.\d+)?\s*(?:-|–|to)\s*)?(\d+(?:\.\d+)?)", _I)
 _ANALYTE_BEFORE = re.compile(r"\b(alt|ast|sgpt|sgot|transaminases?|lfts?|liver enzymes|bili\w*|creat\w*|cr|alp|"
                              r"alk(?:aline)? phos\w*|ggt|lipase|amylase|tsh|ck|cpk|troponin\w*)\b[^.;\n]*$", _I)
+
+
+_TABLE_ANALYTES = {"alt": "ALT", "sgpt": "ALT", "ast": "AST", "sgot": "AST", "bili": "bilirubin",
+                   "bilirubin": "bilirubin", "tbili": "bilirubin", "t bili": "bilirubin", "cr": "creatinine",
+                   "creat": "creatinine", "creatinine": "creatinine", "scr": "creatinine"}
+_ROW = re.compile(r"^\s*(?:\d{4}-\d\d-\d\d|\d{1,2}/\d{1,2}(?:/\d{2,4})?|[A-Z][a-z]{2} \d{1,2})\b(.*)$")
+
+
+def table_facts(text: str) -> str:
+    """Lab tables as prose ("ALT 263 (ULN 41)"), so that a value written in a column counts like one
+    written in a sentence: a header line naming the analytes (one or several columns), then rows that
+    start with a date; flags (H, L, *) are dropped; a reference range written in the table
+    ("ALT 7-41", "ref 0.7-1.3") gives the ULN."""
+    lines = text.splitlines()
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if _ROW.match(line):
+            continue
+        head = line.split("(")[0]
+        words = [w for w in re.findall(r"[a-z][a-z0-9/-]*", head.lower())
+                 if w not in ("date", "time", "day", "units", "unit", "ref", "range", "result", "value", "mg/dl")]
+        cols = [_TABLE_ANALYTES.get(w) for w in words]
+        if not any(cols) or re.search(r"\d", head):
+            continue
+        block = "\n".join(lines[i:i + 2])
+        ulns = {}
+        for name, hi in re.findall(r"\b(alt|ast|bili\w*|cr\w*)\s*:?\s*\d+(?:\.\d+)?\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)",
+                                   block, _I):
+            ulns[_TABLE_ANALYTES.get(name.lower()[:4] if name.lower().startswith("bili") else name.lower(),
+                                     _TABLE_ANALYTES.get(name.lower()[:2], ""))] = hi
+        ref = re.search(r"\bref(?:erence)?(?: range)?\s*:?\s*\d+(?:\.\d+)?\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)", line, _I)
+        if ref and len(set(cols)) == 1:
+            ulns[cols[0]] = ref.group(1)
+        for row in lines[i + 1:i + 40]:
+            m = _ROW.match(row)
+            if not m:
+                if row.strip() and not re.match(r"^\s*\(", row):
+                    break
+                continue
+            nums = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.])", m.group(1))
+            for name, raw in zip(cols, nums, strict=False):
+                if name is None:
+                    continue
+                uln = ulns.get(name)
+                out.append(f"{name} {raw}" + (f" (ULN {uln})" if uln else "") + ".")
+    return "\n".join(out)
 
 
 def _num(raw: str) -> float:
@@ -303,6 +350,9 @@ def infer_grade(group: str, term: str, text: str, *, treated: str | None = None,
     state (``text``; ``prior``: the notes before the event, for baselines); (None, "") when nothing
     supports a grade. ``treated``/``hormone``: a treatment ConText tied to the event."""
     data = _criteria()
+    tables = table_facts(text)
+    if tables:
+        text = text + "\n" + tables
     spec = data["groups"].get(group)
     if spec is None:
         return (2, f"treated with {treated}") if treated else (None, "")

@@ -102,6 +102,9 @@ def assemble_notes(tools: Tools) -> list[Note]:
     by_doc: dict[str, list[Chunk]] = {}
     for chunk in tools.read_notes():
         by_doc.setdefault(chunk.document_id, []).append(chunk)
+    # notes whose markup hides instructions for an AI (an HTML comment, a hidden element): the
+    # extracted text no longer shows them, but the note is flagged and never evidence either
+    hidden = getattr(getattr(tools, "chart", None), "hidden_injection", None) or frozenset()
     notes = []
     for doc_id, chunks in by_doc.items():
         chunks.sort(key=lambda c: c.start)
@@ -111,7 +114,8 @@ def assemble_notes(tools: Tools) -> list[Note]:
             buf[c.start:c.end] = list(c.text)
         text = "".join(buf)
         notes.append(Note(document_id=doc_id, date=(tools.document_date(doc_id) or "")[:10], text=text,
-                          chunks=chunks, injected=looks_injected(text) or bool(injection_spans(text))))
+                          chunks=chunks, injected=doc_id in hidden or looks_injected(text)
+                          or bool(injection_spans(text))))
     notes.sort(key=lambda n: (n.date, n.document_id))
     return notes
 
@@ -438,7 +442,10 @@ def grading_notes(ev: Event, notes: list[Note], mentions: list[Mention],
     ``GRADE_WINDOW_DAYS`` after its last mention, that are about no other irAE (an inpatient
     progress note that says "needs help with dressing" without naming the event)."""
     key = (ev.organ, ev.group)
-    own = {m.note.document_id for m in ev.mentions + ev.support}
+    # a symptom note that names another drug or cause ("grade 1 neuropathy from cisplatin") dates the
+    # onset at most; its facts are not the event's
+    own = {m.note.document_id for m in ev.mentions + ev.support
+           if m.verdict != "symptom_only" or not ({"OTHER_DRUG", "OTHER_CAUSE"} & m.modifiers)}
     first = min(m.date for m in ev.mentions)
     for m in mentions:
         if ((m.organ, m.group) == key and m.verdict in ("uncertain", "affirmed", *SUPPORT_ONLY)

@@ -297,6 +297,10 @@ def _clinical_sentencizer_factory() -> None:
                             header = i + 2 < n and doc[i + 2].text == ":"
                             wrapped = line_len(before) >= WRAP_WIDTH and not header
                     bullet = first in _BULLETS
+                    if first == "(" and not (i + 3 < n and (doc[i + 2].text.isdigit() or len(doc[i + 2].text) == 1
+                                                            or doc[i + 2].lower_ in ("ii", "iii", "iv"))
+                                             and doc[i + 3].text == ")"):
+                        bullet = False  # "(colitis/diarrhoea), liver ..." goes on; "(1)", "(a)" list items
                     if (bullet and before is not None and not ends and first in _LIST_MARKS and i + 2 < n
                             and doc[i + 2].text[:1].islower()):
                         # a sentence wrapped over two list items ("- Not consistent with" / "- immune
