@@ -37,7 +37,7 @@ def cue(name: str) -> re.Pattern[str]:
     return _cues()[name]
 
 
-_NOT_FACT = re.compile(r"\b(?:no|not|without|avoid\w*|risk|prevent\w*|monitor\w*|watch\w*|if|would|may|might|"
+_NOT_FACT = re.compile(r"\b(?:no|not|without|avoid\w*|risk|prevent\w*|monitor\w*|watch\w*|if|would|will|may|might|"
                        r"could|consider\w*|reconsider\w*|denie[sd]|declined|unless|call|return|precautions|never|"
                        r"potentially|concern(?:ing)? for|suspect\w*|rule out|r/o|in case|should|prn|vs\.?|versus)\b"
                        r"[^.;\n]{0,25}$", _I)
@@ -123,7 +123,7 @@ def tied_grade(sentence: str, start: int, end: int, others: Iterable[tuple[int, 
 _NUM = r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
 _LINK = (r"(?:\s*(?:of|was|is|:|=|up to|peaked|peaking|peak|rose|rise|rising|risen|increased|increase|up|from|to|"
          r"now|at|~|>=|>|about|today)(?![\w.]))*\s*")
-_CHAIN = r"((?:\s*(?:->|→|=>|>|to|then|and then|,|/)\s*(?:\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\d.]))*)"
+_CHAIN = r"((?:\s*(?:->|→|=>|>|to|then|and then|,|/)\s*(?:\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?!\d|\.\d))*)"
 _ULN_NEAR = re.compile(r"^[^.;\n]{0,25}?\b(?:uln|upper limit(?: of normal)?|ref(?:erence)?(?: range)?|normal|nl|n)\b"
                        r"\s*(?:range)?\s*(?:[:=<≤]|is|of|up to)?\s*(?:\d+(?:\.\d+)?\s*(?:-|–|to)\s*)?(\d+(?:\.\d+)?)", _I)
 _ANALYTE_BEFORE = re.compile(r"\b(alt|ast|sgpt|sgot|transaminases?|lfts?|liver enzymes|bili\w*|creat\w*|cr|alp|"
@@ -152,6 +152,8 @@ def table_facts(text: str) -> str:
         cols = [_TABLE_ANALYTES.get(w) for w in words]
         if not any(cols) or re.search(r"\d", head):
             continue
+        if sum(1 for c in cols if c) == 1:  # "SERUM CREATININE": one analyte, one value column
+            cols = [c for c in cols if c]
         block = "\n".join(lines[i:i + 2])
         ulns = {}
         for name, hi in re.findall(r"\b(alt|ast|bili\w*|cr\w*)\s*:?\s*\d+(?:\.\d+)?\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)",
@@ -161,6 +163,7 @@ def table_facts(text: str) -> str:
         ref = re.search(r"\bref(?:erence)?(?: range)?\s*:?\s*\d+(?:\.\d+)?\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)", line, _I)
         if ref and len(set(cols)) == 1:
             ulns[cols[0]] = ref.group(1)
+        series: dict[str, list[str]] = {}
         for row in lines[i + 1:i + 40]:
             m = _ROW.match(row)
             if not m:
@@ -169,10 +172,11 @@ def table_facts(text: str) -> str:
                 continue
             nums = re.findall(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.])", m.group(1))
             for name, raw in zip(cols, nums, strict=False):
-                if name is None:
-                    continue
-                uln = ulns.get(name)
-                out.append(f"{name} {raw}" + (f" (ULN {uln})" if uln else "") + ".")
+                if name is not None:
+                    series.setdefault(name, []).append(raw)
+        for name, vals in series.items():  # oldest row first: the first value is the baseline
+            uln = ulns.get(name)
+            out.append(f"{name} {' -> '.join(vals)}" + (f" (ULN {uln})" if uln else "") + ".")
     return "\n".join(out)
 
 
@@ -184,7 +188,7 @@ def _values(text: str, analyte: str) -> list[tuple[float, int, int, str]]:
     """(value, start, end, the value chain) of every value written after an analyte name, chains
     included ("Cr 0.8 -> 2.9 -> 3.1", "ALT/AST 250/180")."""
     out = []
-    for m in re.finditer(r"\b(?:" + analyte + r")\b" + _LINK + _NUM + r"(?![\d.])" + _CHAIN, text, _I):
+    for m in re.finditer(r"\b(?:" + analyte + r")\b" + _LINK + _NUM + r"(?!\d|\.\d)" + _CHAIN, text, _I):
         chain = [m.group(1), *re.findall(r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)", m.group(2) or "")]
         for raw in chain:
             out.append((_num(raw), m.start(), m.end(), m.group(0)))

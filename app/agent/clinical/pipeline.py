@@ -216,8 +216,7 @@ _NEEDS_OBJECT = frozenset(("suggest", "suggesting", "include", "includes", "incl
                            "representing", "exclude", "excluding", "showing", "shows", "show", "revealed", "reveals",
                            "demonstrating", "demonstrates", "concerning", "worrisome", "compatible", "c/w",
                            "requiring", "needing", "started", "starting", "given", "received", "receiving"))
-# dictation: a spoken sentence end ("period", "full stop", "new paragraph")
-_SPOKEN_END = frozenset(("period", "stop", "paragraph"))
+# dictation: a spoken sentence end ("period", "full stop", "new paragraph"); not "a period of"
 _NOT_SPOKEN_END = frozenset(("a", "the", "this", "that", "same", "washout", "menstrual", "observation", "time",
                              "trial", "grace", "short", "long", "brief", "refractory", "window", "treatment",
                              "follow-up", "study", "incubation", "latent", "last", "first", "symptom-free", "new"))
@@ -273,8 +272,10 @@ def _clinical_sentencizer_factory() -> None:
                     i = tok.i
                     if tok.text == "?" and i + 1 < n and tags[i + 1] and doc[i + 1].text[:1].islower():
                         tags[i + 1] = False  # "? pneumonitis": a query mark, not a sentence end
-                    if (tok.lower_ in _SPOKEN_END and i > 0 and doc[i - 1].lower_ not in _NOT_SPOKEN_END
-                            and (i + 1 >= n or doc[i + 1].lower_ not in ("of", ",", "-", "/"))):
+                    prev = doc[i - 1].lower_ if i > 0 else ""
+                    if ((tok.lower_ == "period" and i > 0 and prev not in _NOT_SPOKEN_END
+                         and (i + 1 >= n or doc[i + 1].lower_ not in ("of", ",", "-", "/", ".", ")")))
+                            or (tok.lower_ == "stop" and prev == "full") or (tok.lower_ == "paragraph" and prev == "new")):
                         if i + 1 < n:  # dictation: "... on room air period assessment colon ..."
                             tags[i + 1] = True
                         continue
