@@ -77,3 +77,17 @@ def test_distractors_are_reported_as_exclusions_not_events(drafts):
             for c in drafts[g["patient"]].sentences[i].citations}
         for distractor in g["distractors"]:
             assert set(distractor["documents"]) & excluded_docs, (g["patient"], distractor["kind"])
+
+
+def test_contract_events_say_how_their_grade_was_reached(drafts):
+    graded = 0
+    for patient, draft in drafts.items():
+        for event in draft.contract(None)["findings"]["events"]:
+            assert {"grade_basis", "grade_reason"} <= set(event), patient
+            if event["ctcae_grade"] is None:
+                assert event["grade_basis"] is None
+                continue
+            graded += 1
+            assert event["grade_basis"] in ("explicit", "inferred"), patient
+            assert event["grade_reason"], patient
+    assert graded

@@ -270,3 +270,16 @@ def test_a_repeated_context_literal_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "RULES_DIR", tmp_path)
     with pytest.raises(ValueError, match="listed twice"):
         pipeline.context_rules("dup.yaml")
+
+
+@pytest.mark.parametrize(("sentence", "term", "expected"), [
+    ("Grade 3 serous carcinoma of the ovary, now immune-related colitis.", "colitis", None),
+    ("Gleason grade 4 prostate primary; immune hepatitis on ipilimumab.", "hepatitis", None),
+    ("Immune-related colitis with grade 1 fatigue.", "colitis", None),
+    ("Immune pneumonitis, CTCAE grade 2 (cough limiting housework).", "pneumonitis", 2),
+    ("Nephritis grade 3 requiring admission.", "Nephritis", 3),
+    ("Grade 2 immune-mediated hepatitis.", "hepatitis", 2),
+])
+def test_an_explicit_grade_is_the_events_not_a_tumours_or_another_symptoms(sentence, term, expected):
+    i = sentence.index(term)
+    assert grading.tied_grade(sentence, i, i + len(term)) == expected

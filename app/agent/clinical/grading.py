@@ -85,14 +85,32 @@ def _facts() -> dict[str, re.Pattern[str]]:
     return {k: re.compile(r"\b(?:" + "|".join(v) + r")", _I) for k, v in _criteria()["facts"].items()}
 
 
+# a tumour's grade, not a toxicity's: "Gleason grade 4", "grade 3 serous carcinoma", "WHO grade 2"
+_TUMOUR_BEFORE = re.compile(r"\b(?:gleason|figo|who|isup|fuhrman|nuclear|histologic(?:al)?|tumou?r|nottingham|"
+                            r"elston|bloom|masaoka)\s*$", _I)
+_TUMOUR_AFTER = re.compile(r"^\s*(?:[\w-]+\s+){0,2}?(?:carcinoma|adenocarcinoma|ca\b|cancer|tumou?r|glioma|"
+                           r"astrocytoma|sarcoma|lymphoma|melanoma|neoplasm|malignancy|lesion|dcis|nets?\b|"
+                           r"neuroendocrine|differentiated|histology|disease\b)", _I)
+# words that may follow a grade written after its term ("colitis, grade 3 requiring admission");
+# any other word is what the grade is for ("colitis with grade 1 fatigue")
+_AFTER_GRADE_OK = frozenset(("on", "with", "and", "per", "by", "ctcae", "despite", "requiring", "now", "today", "in",
+                             "at", "after", "since", "due", "secondary", "from", "that", "which", "severity", "or",
+                             "v5", "v5.0", "version", "toxicity", "irae", "event", "adverse", "immune", "immune-related",
+                             "immune-mediated", "was", "is", "has", "had", "so", "but", "then", "while", "when",
+                             "given", "treated", "managed", "needing", "resolved", "improving", "persisting",
+                             "ongoing", "also", "as", "of", "the", "this"))
+
+
 def explicit_grades(sentence: str) -> list[tuple[int, int, int]]:
-    """(start, end, grade) of every explicit grade in a sentence."""
+    """(start, end, grade) of every explicit grade in a sentence that is not a tumour's grade."""
     out = []
     for m in GRADE.finditer(sentence):
         raw = (m.group(1) or m.group(2) or "").lower()
         g = int(raw) if raw.isdigit() else _ROMAN.get(raw)
-        if g:
-            out.append((m.start(), m.end(), g))
+        if not g or _TUMOUR_BEFORE.search(sentence[max(0, m.start() - 20):m.start()]) \
+                or _TUMOUR_AFTER.match(sentence[m.end():m.end() + 40]):
+            continue
+        out.append((m.start(), m.end(), g))
     return out
 
 
@@ -110,6 +128,10 @@ def tied_grade(sentence: str, start: int, end: int, others: Iterable[tuple[int, 
         dist = max(0, g0 - end, start - g1)
         if dist > 60:
             continue
+        if g0 >= end:  # a grade after the term, followed by another word, is that word's grade
+            nxt = re.match(r"\s*([A-Za-z][\w./-]*)", sentence[g1:])  # "(new oxygen need)" is its reason
+            if nxt and nxt.group(1).lower() not in _AFTER_GRADE_OK:
+                continue
         if any(max(0, g0 - e, s - g1) < dist for s, e in others):
             continue
         if best is None or dist < best[0]:
