@@ -16,6 +16,12 @@ Only a user whose grants allow DocumentReference update may approve, edit or
 reject; a draft with unsupported sentences needs an explicit acknowledgement.
 Every action is in the audit trail (update, plus the Provenance create).
 
+A review is two writes (the document update, then its Provenance), so it can fail half way:
+the review Provenance is a conditional create (``If-None-Exist`` on a write-step tag keyed by the
+document version), safe to retry, and when the update reached the EHR but the Provenance did not,
+the same reviewer repeating the same action completes it (``_complete``) instead of a 409; once
+the Provenance is there, a repeat is the usual 409.
+
 Review is a state machine on the server (``transition``): preliminary →
 (edit)* → approved | rejected, and nothing after a final decision except what
 the EHR itself does. The state is read from the EHR's document (``review_state``)
@@ -37,7 +43,7 @@ from rapidfuzz.distance import Levenshtein
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from app.errors import AppError, FhirError, PermissionDenied, UpstreamError
+from app.errors import AppError, FhirError, PermissionDenied, TemporaryUpstreamError, UpstreamError
 from app.fhir.client import FhirClient
 from app.fhir.vendors import ServerProfile
 from app.smart.scopes import Grants
@@ -45,11 +51,12 @@ from app.store.models import ReviewRecord  # the model lives in the store (no im
 from app.writeback import outbox as ob
 from app.writeback.builders import (
     IDENTIFIER_SYSTEM,
+    REVIEW_TAG_SYSTEM,
     create_rejection_provenance,
     create_verification_provenance,
 )
 from app.writeback.outbox import Outbox
-from app.writeback.submit import edit_held, release_held, submit
+from app.writeback.submit import edit_held, release_held, submit, write_tag
 
 REJECT_REASONS = ("inaccurate", "unsupported_claims", "not_clinically_useful", "wrong_patient", "other")
 MAX_EDIT_CHARS = 50_000  # a long note is ~20k characters; distance cost is bounded by cap x cap
@@ -187,12 +194,17 @@ class ReviewService:
     def _now(self) -> datetime:
         return datetime.now(UTC).replace(microsecond=0)
 
-    def _create_provenance(self, prov, patient: str | None) -> str:  # type: ignore[no-untyped-def]
+    def _create_provenance(self, prov, patient: str | None, key: str) -> str:  # type: ignore[no-untyped-def]
+        """Conditional create keyed by ``key`` (document version and action): a retried request, or
+        a repeat after a lost answer, finds the one already there."""
+        body = prov.model_dump(mode="json", exclude_none=True, by_alias=True)
         try:
-            created = self.client.create(prov.model_dump(mode="json", exclude_none=True, by_alias=True))
+            created = self.client.create(body, if_none_exist=write_tag(body, key, "review"))
         except UpstreamError:
             self._audit("C", "create", "8", [], patient)
-            raise
+            raise TemporaryUpstreamError(
+                "The EHR saved your review but not its review record (Provenance). Do the same "
+                "action again to finish it.", code="review_incomplete") from None
         ref = f"Provenance/{created['id']}"
         self._audit("C", "create", "0", [ref], patient)
         return ref
@@ -260,7 +272,13 @@ class ReviewService:
             raise AppError("This draft has sentences without a verified source; review them first.",
                            code="unsupported_not_acknowledged", http_status=400)
         check_fhir_id(seen_version)
-        doc = self._read(doc_id, "approve", seen_version)
+        try:
+            doc = self._read(doc_id, "approve", seen_version)
+        except (ReviewConflict, ConflictError):
+            done = self._complete(doc_id, "approve")
+            if done is None:
+                raise
+            return done
         doc["docStatus"] = "final"
         doc["authenticator"] = {"reference": self.reviewer}
         updated = self._put(doc, seen_version)
@@ -269,7 +287,8 @@ class ReviewService:
         patient = ((doc.get("subject") or {}).get("reference") or "").split("/")[-1] or None
         self._record(doc_id, "approve", version=version, patient_id=patient)
         prov = self._create_provenance(create_verification_provenance(
-            target_reference=target, recorded=self._now(), verifier_reference=self.reviewer), patient)
+            target_reference=target, recorded=self._now(), verifier_reference=self.reviewer), patient,
+            key=f"{doc_id}.{version}.approve")
         return ReviewResult(document_reference=target, provenance=prov)
 
     def edit(self, doc_id: str, seen_version: str, new_text: str) -> ReviewResult:
@@ -295,7 +314,13 @@ class ReviewService:
             raise AppError(f"Choose a reason: {', '.join(REJECT_REASONS)}.", code="reason_missing",
                            http_status=400)
         check_fhir_id(seen_version)
-        doc = self._read(doc_id, "reject", seen_version)
+        try:
+            doc = self._read(doc_id, "reject", seen_version)
+        except (ReviewConflict, ConflictError):
+            done = self._complete(doc_id, "reject")
+            if done is None:
+                raise
+            return done
         doc["status"] = "entered-in-error"
         updated = self._put(doc, seen_version)
         version = (updated.get("meta") or {}).get("versionId")
@@ -304,8 +329,39 @@ class ReviewService:
         target = f"DocumentReference/{doc_id}/_history/{version}"
         prov = self._create_provenance(create_rejection_provenance(
             target_reference=target, recorded=self._now(), reviewer_reference=self.reviewer,
-            reason_code=reason), patient)
+            reason_code=reason), patient, key=f"{doc_id}.{version}.reject")
         return ReviewResult(document_reference=target, provenance=prov)
+
+    def _complete(self, doc_id: str, action: str) -> ReviewResult | None:
+        """Finish this reviewer's own ``action`` whose document update reached the EHR but whose
+        review Provenance did not (the request failed half way). None when there is nothing to
+        finish: the last review is someone else's or another action, the document moved on, or
+        the Provenance is there (then a repeat is the usual 409)."""
+        with self.maker() as db:
+            last = db.scalars(select(ReviewRecord).where(ReviewRecord.document_id == doc_id)
+                              .order_by(ReviewRecord.at.desc()).limit(1)).first()
+        if last is None or last.action != action or last.reviewer != self.reviewer or not last.version:
+            return None
+        doc = self.client.read("DocumentReference", doc_id, no_cache=True)
+        if (doc.get("meta") or {}).get("versionId") != last.version or \
+                review_state(doc) != {"approve": APPROVED, "reject": REJECTED}[action]:
+            return None
+        target = f"DocumentReference/{doc_id}/_history/{last.version}"
+        tag = {"approve": "approved", "reject": "rejected"}[action]
+        for prov in self.client.search("Provenance", {"target": f"DocumentReference/{doc_id}",
+                                                      "_tag": f"{REVIEW_TAG_SYSTEM}|{tag}"}, no_cache=True):
+            if any(t.get("reference") == target for t in prov.get("target") or []):
+                return None  # complete already
+        patient = ((doc.get("subject") or {}).get("reference") or "").split("/")[-1] or None
+        if action == "approve":
+            model = create_verification_provenance(target_reference=target, recorded=self._now(),
+                                                   verifier_reference=self.reviewer)
+        else:
+            model = create_rejection_provenance(target_reference=target, recorded=self._now(),
+                                                reviewer_reference=self.reviewer,
+                                                reason_code=last.reason or "other")
+        prov_ref = self._create_provenance(model, patient, key=f"{doc_id}.{last.version}.{action}")
+        return ReviewResult(document_reference=target, provenance=prov_ref)
 
     # -- drafts held in the app until approval (Oracle Health) ------------------------------
     def _held(self, run_id: str) -> dict:

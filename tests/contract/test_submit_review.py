@@ -7,7 +7,7 @@ import pytest
 from app.audit.trail import AuditTrail
 from app.errors import AppError, PermissionDenied
 from app.fhir.vendors import PROFILES
-from app.review.workflow import ConflictError, ReviewService, edit_distance
+from app.review.workflow import ConflictError, ReviewConflict, ReviewService, edit_distance
 from app.smart.scopes import Grants
 from app.writeback.builders import REVIEW_TAG_SYSTEM
 from app.writeback.submit import submit
@@ -154,3 +154,45 @@ def test_queue_lists_preliminary_drafts_per_patient_and_author(maker, trail, out
     queue = svc.queue(patient_id="p1", author=REVIEWER)
     assert [q["document_reference"] for q in queue] == [f"DocumentReference/{doc_id}"]
     assert svc.queue(patient_id="other") == []
+
+
+# -- a review that fails half way (the update reached the EHR, its Provenance did not) ----------
+def test_approve_whose_provenance_failed_is_completed_by_approving_again(maker, trail, outbox, fake) -> None:  # type: ignore[no-untyped-def]
+    from tests.contract.test_submit import Fault
+
+    doc_id, version = _written(outbox, fake)
+    fake.faults.append(Fault("POST", "Provenance", 503, times=50))  # outlasts every retry
+    with pytest.raises(AppError) as err:
+        _svc(maker, trail).approve(doc_id, version, acknowledged_unsupported=True, unsupported=0)
+    assert err.value.code == "review_incomplete" and "again" in str(err.value)
+    [doc] = fake.drafts("run-1")
+    assert doc["docStatus"] == "final" and not _reviews(fake, "approved")  # half done
+    fake.faults.clear()
+    # the page still shows the version the reviewer saw; approving again finishes the review
+    out = _svc(maker, trail).approve(doc_id, version, acknowledged_unsupported=True, unsupported=0)
+    [prov] = _reviews(fake, "approved")
+    assert out.provenance == f"Provenance/{prov['id']}"
+    assert prov["target"] == [{"reference": f"DocumentReference/{doc_id}/_history/2"}]
+    assert fake.drafts("run-1")[0]["meta"]["versionId"] == "2"  # no second update
+    with pytest.raises(ReviewConflict):  # complete now: a repeat is the usual conflict
+        _svc(maker, trail).approve(doc_id, "2", acknowledged_unsupported=True, unsupported=0)
+    assert len(_reviews(fake, "approved")) == 1
+    assert [r["action"] for r in _svc(maker, trail).history(doc_id)] == ["approve"]
+
+
+def test_review_provenance_whose_answer_was_lost_is_not_written_twice(maker, trail, outbox, fake) -> None:  # type: ignore[no-untyped-def]
+    from tests.contract.test_submit import Fault
+
+    doc_id, version = _written(outbox, fake)
+    from app.fhir.client import FhirClient
+    from tests.contract.test_submit import BASE
+
+    fake.faults.append(Fault("POST", "Provenance", "connection", after_commit=True))  # made, answer lost
+    retrying = ReviewService(FhirClient(BASE, backoff_s=0.001, max_attempts=3), maker, trail, WRITER,
+                             reviewer=REVIEWER, client_id="c", token_jti="j")
+    out = retrying.reject(doc_id, version, "inaccurate")  # the conditional create is retried
+    [prov] = _reviews(fake, "rejected")  # and finds the one the server made: one, not two
+    assert out.provenance == f"Provenance/{prov['id']}"
+    with pytest.raises((ReviewConflict, ConflictError)) as err:  # nothing left to finish: a 409
+        _svc(maker, trail).reject(doc_id, version, "inaccurate")
+    assert err.value.http_status == 409 and len(_reviews(fake, "rejected")) == 1
