@@ -59,7 +59,8 @@ def run_draft(*, fhir_base: str, patient: str, task: str, question: str | None,
     chart = load_chart(client, patient, grants=grants, role=role, policy=services.policy,
                        embedder=lambda: services.embedder, cache=shared_cache({}, settings),
                        max_attachment_bytes=settings.max_attachment_bytes,
-                       max_documents=settings.max_documents)
+                       max_documents=settings.max_documents,
+                       vectors="on_demand")  # embedded only if the draft searches (docs/retrieval.md)
     del loading  # joined implicitly: load_chart asked for the embedder
     drafting = services.drafting()
     draft = drafting.draft(chart, task, question=question, backend_name=backend)

@@ -6,6 +6,10 @@ Sparse search is BM25 (bm25s, rebuilt lazily after changes). Hybrid search
 fuses both rankings by reciprocal rank fusion (Cormack et al., 2009, k=60).
 The ``allow`` filter is applied before ranking (defence in depth): a denied
 chunk never takes a rank, a score or a place in the results.
+
+Chunks may be added before their vectors (``add(chunks, None)``): they are listed and
+searchable by BM25 at once, and ``set_vectors`` fills them in later. Dense and hybrid
+search refuse while any vector is missing, so a ranking never mixes in placeholder rows.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class ChunkIndex:
         self._faiss: faiss.Index = faiss.IndexFlatIP(dim)
         self._bm25: bm25s.BM25 | None = None
         self._bm25_stale = True
+        self._unembedded: set[str] = set()  # ids of chunks added without their vector yet
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -65,12 +70,25 @@ class ChunkIndex:
 
     # -- changes -------------------------------------------------------------------------
 
-    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+    @property
+    def vectors_missing(self) -> int:
+        """How many chunks were added without a vector and have none yet."""
+        return len(self._unembedded)
+
+    def chunks_without_vectors(self) -> list[Chunk]:
+        """The chunks still waiting for their vector (``add(chunks, None)``), in index order."""
+        return [c for c in self._chunks if c.id in self._unembedded]
+
+    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray | None) -> None:
         """Add chunks with their vectors (row i belongs to chunks[i]).
 
-        Re-adding a chunk id replaces it; adding a new version of a document
-        removes every chunk of its older versions.
+        ``vectors`` None: the chunks come without vectors for now (listed and found by
+        BM25 at once; ``set_vectors`` gives them theirs). Re-adding a chunk id replaces
+        it; adding a new version of a document removes every chunk of its older versions.
         """
+        pending = vectors is None
+        if pending:
+            vectors = np.zeros((len(chunks), self.dim), dtype=np.float32)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape != (len(chunks), self.dim):
             raise ValueError(f"vectors must have shape ({len(chunks)}, {self.dim})")
@@ -91,6 +109,7 @@ class ChunkIndex:
         if len(keep) < len(self._chunks):
             self._chunks = [self._chunks[i] for i in keep]
             self._vectors = self._vectors[keep]
+            self._unembedded &= {c.id for c in self._chunks}
             self._chunks.extend(chunks)
             self._vectors = np.vstack([self._vectors, vectors])
             self._rebuild_dense()
@@ -101,7 +120,32 @@ class ChunkIndex:
                 self._rebuild_dense()
             else:
                 self._faiss.add(vectors)
+        if pending:
+            self._unembedded |= incoming_ids
+        else:
+            self._unembedded -= incoming_ids
         self._bm25_stale = True
+
+    def set_vectors(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
+        """Give chunks added without a vector theirs (row i belongs to chunks[i]).
+
+        Chunks no longer in the index (replaced meanwhile), or that already have a vector,
+        are left alone. Returns how many vectors were set.
+        """
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape != (len(chunks), self.dim):
+            raise ValueError(f"vectors must have shape ({len(chunks)}, {self.dim})")
+        rows = {c.id: i for i, c in enumerate(self._chunks) if c.id in self._unembedded}
+        done = 0
+        for chunk, vector in zip(chunks, vectors, strict=True):
+            row = rows.pop(chunk.id, None)
+            if row is not None and self._chunks[row] == chunk:
+                self._vectors[row] = vector
+                self._unembedded.discard(chunk.id)
+                done += 1
+        if done:
+            self._rebuild_dense()
+        return done
 
     def remove_document(self, document_id: str) -> None:
         """Forget every chunk of a document (all versions). Unknown ids are ignored."""
@@ -110,6 +154,7 @@ class ChunkIndex:
             return
         self._chunks = [self._chunks[i] for i in keep]
         self._vectors = self._vectors[keep]
+        self._unembedded &= {c.id for c in self._chunks}
         self._rebuild_dense()
         self._bm25_stale = True
 
@@ -199,6 +244,8 @@ class ChunkIndex:
         dense: list[tuple[int, float]] = []
         sparse: list[tuple[int, float]] = []
         if mode in ("dense", "hybrid"):
+            if self._unembedded:
+                raise ValueError(f"{len(self._unembedded)} chunks have no vector yet (set_vectors first)")
             query = np.ascontiguousarray(query_vector, dtype=np.float32).reshape(-1)
             if query.shape[0] != self.dim:
                 raise ValueError(f"query_vector must have {self.dim} dimensions")

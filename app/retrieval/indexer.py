@@ -17,6 +17,14 @@ Progress (n of m) is on ``chart.progress``. With an ``EmbeddingCache`` a
 re-launch embeds only new or changed text: chunks are keyed by the sha256 of
 their text, so an unchanged document (whatever its versionId) costs no model
 call, and a changed one costs only its new chunks.
+
+Vectors are computed while indexing (``vectors="eager"``, the web app: its model
+backends search from the first turn) or only when a search first needs them
+(``vectors="on_demand"``, the CLI: the offline engines read every note but most
+drafts never search). On demand, the chunks are indexed, listed and found by BM25
+at once, and the first dense or hybrid ``search`` embeds every chunk still without a
+vector (through the cache) before it ranks: the same vectors, the same results, and
+no model time for a draft that does not search.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ log = logging.getLogger(__name__)
 
 EARLY_START_NOTES = 20  # search may start once this many of the newest notes are indexed
 WAIT_TIMEOUT_S = 300.0
+VECTOR_MODES = ("eager", "on_demand")
 
 
 @dataclass
@@ -127,6 +136,8 @@ class PatientChart:
     cache: EmbeddingCache | None = None
     token_counts: dict[str, int] = field(default_factory=dict)  # memo of short pieces' counts
     hidden_injection: frozenset[str] = frozenset()  # notes with AI instructions in hidden markup
+    vectors: str = "eager"  # eager: embedded while indexing; on_demand: at the first search
+    embed_lock: threading.Lock = field(default_factory=threading.Lock)  # one on-demand embedding at a time
 
     @property
     def chunks(self) -> int:
@@ -160,6 +171,8 @@ class PatientChart:
             return c.document_id in allowed and (
                 wanted_sections is None or (c.section or "").lower() in wanted_sections)
 
+        if mode != "sparse":
+            self.ensure_vectors()
         vector = self.embedder.encode([query])[0] if mode != "sparse" else \
             np.zeros(self.index.dim, dtype=np.float32)
         with self.lock:
@@ -179,6 +192,25 @@ class PatientChart:
         for res in [*([self.patient] if self.patient else []), *self.visible_conditions()]:
             found |= security_labels(res)
         return tuple(sorted(found))
+
+    def ensure_vectors(self) -> int:
+        """Embed every indexed chunk that has no vector yet (``vectors="on_demand"``);
+        returns how many were given one. Immediate when none is missing."""
+        with self.embed_lock:
+            with self.lock:
+                missing = self.index.chunks_without_vectors()
+            if not missing:
+                return 0
+            started = time.monotonic()
+            parts = [missing[i:i + ON_DEMAND_EMBED_CHUNKS]
+                     for i in range(0, len(missing), ON_DEMAND_EMBED_CHUNKS)]
+            vectors = np.vstack([embed_chunks(self, part) for part in parts])
+            with self.lock:
+                done = self.index.set_vectors(missing, vectors)
+            event(log, "index.vectors_ready", patient=opaque(self.patient_id), chunks=done,
+                  counts={"embedded": self.progress.embedded, "cached": self.progress.cached},
+                  duration_ms=round((time.monotonic() - started) * 1000))
+            return done
 
     def chunk_by_id(self) -> dict[str, Chunk]:
         with self.lock:
@@ -223,12 +255,16 @@ def open_chart(
     max_attachment_bytes: int = 2_000_000,
     max_documents: int = 2000,
     cache: EmbeddingCache | None = None,
+    vectors: str = "eager",
 ) -> PatientChart:
     """Read the patient, conditions and the document list; decide access. No content fetched yet.
 
     The three reads run in parallel. ``embedder`` may be a callable returning it, called
     after the reads, so that a model still loading in another thread overlaps them.
+    ``vectors``: ``eager`` (embedded while indexing) or ``on_demand`` (at the first search).
     """
+    if vectors not in VECTOR_MODES:
+        raise ValueError(f"vectors must be one of {VECTOR_MODES}")
     ctx = AccessContext(role=role, can_read_documents=grants.may_read("DocumentReference"),
                         task_types=task_types)
     counts: Counter[str] = Counter()
@@ -302,6 +338,7 @@ def open_chart(
     chart.pending = {did: (meta, resources[did]) for did, meta in allowed.items()}
     chart.max_attachment_bytes = max_attachment_bytes
     chart.cache = cache
+    chart.vectors = vectors
     chart.progress.total = len(allowed)
     return chart
 
@@ -323,10 +360,10 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
     group: list[tuple[DocumentMeta, str | None, list[Chunk]]] = []  # text None: skipped
 
     def flush() -> None:
-        """Embed a few notes' chunks in one call (small batches encode fastest), then index."""
+        """Embed a few notes' chunks in one call, then index (on demand: index, embed later)."""
         chunks = [c for _, _, cs in group for c in cs]
         if chunks:
-            vectors = embed_chunks(chart, chunks)
+            vectors = embed_chunks(chart, chunks) if chart.vectors == "eager" else None
             with chart.lock:
                 chart.index.add(chunks, vectors)
         kept = [(meta, text) for meta, text, _ in group if text is not None]
@@ -397,6 +434,7 @@ FETCH_WINDOW = 8  # notes fetched ahead of the indexer: bounds memory to ~8 atta
 CHUNK_MAX_TOKENS = 200
 CHUNK_OVERLAP_TOKENS = 32
 EMBED_GROUP_CHUNKS = 32  # notes are embedded in groups of about this many chunks
+ON_DEMAND_EMBED_CHUNKS = 512  # on demand: chunks per cache look-up and model call
 TOKEN_MEMO_MAX_CHARS = 64  # words and short pieces: their token counts are memoised per chart
 
 
