@@ -220,7 +220,7 @@ _NEEDS_OBJECT = frozenset(("suggest", "suggesting", "include", "includes", "incl
 _NOT_SPOKEN_END = frozenset(("a", "the", "this", "that", "same", "washout", "menstrual", "observation", "time",
                              "trial", "grace", "short", "long", "brief", "refractory", "window", "treatment",
                              "follow-up", "study", "incubation", "latent", "last", "first", "symptom-free", "new"))
-RUN_ON_CHARS = 200  # a "sentence" longer than this is dictation's comma splice: split it at its clauses
+RUN_ON_CHARS = 100  # a "sentence" longer than this is dictation's comma splice: split it at its clauses
 
 
 def _split_run_ons(doc, tags) -> None:  # type: ignore[no-untyped-def]
@@ -239,7 +239,7 @@ def _split_run_ons(doc, tags) -> None:  # type: ignore[no-untyped-def]
                 continue
             w, nxt = doc[j + 1], doc[j + 2]
             if (w.text[:1].isupper() and w.text[1:].islower() and len(w.text) > 1 and w.is_alpha
-                    and nxt.is_alpha and nxt.text[:1].islower()):
+                    and ((nxt.is_alpha and nxt.text[:1].islower()) or nxt.text == "-")):
                 tags[j + 1] = True
 
 
@@ -290,9 +290,11 @@ def _clinical_sentencizer_factory() -> None:
                     first = nxt.text[:1]
                     caps_run = before is not None and before.text.isupper() and nxt.text.isupper()
                     wrapped = False
-                    if (before is not None and not ends and first.isupper() and not caps_run
+                    if before is not None and not ends and first.isupper() and before.text[-1:] in ",/&+":
+                        wrapped = True  # "... thyroid problems,\nHypophysitis, adrenal ..."
+                    elif (before is not None and not ends and first.isupper() and not caps_run
                             and before.text.isalpha()):
-                        if before.text.lower() in _CONTINUES and not before.text.isupper():
+                        if before.text.lower() in _CONTINUES:
                             wrapped = True
                         elif before.text.islower():  # a long line cut mid-sentence, the next one not a header ("Plan:")
                             header = i + 2 < n and doc[i + 2].text == ":"
@@ -303,7 +305,7 @@ def _clinical_sentencizer_factory() -> None:
                                              and doc[i + 3].text == ")"):
                         bullet = False  # "(colitis/diarrhoea), liver ..." goes on; "(1)", "(a)" list items
                     if (bullet and before is not None and not ends and first in _LIST_MARKS and i + 2 < n
-                            and doc[i + 2].text[:1].islower()):
+                            and (doc[i + 2].text[:1].islower() or doc[i + 2].text == "(")):
                         # a sentence wrapped over two list items ("- Not consistent with" / "- immune
                         # hepatitis"): the line stops inside the sentence and the item goes on in lower case
                         b = before.text.lower()
