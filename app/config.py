@@ -19,7 +19,8 @@ DEFAULT_SCOPES = (
     "launch openid fhirUser online_access patient/Patient.r patient/Condition.rs "
     "user/Practitioner.r user/PractitionerRole.rs "
     "patient/DocumentReference.rs patient/Binary.r user/DocumentReference.c "
-    "user/DocumentReference.u user/Provenance.c user/Device.c user/Device.rs user/AuditEvent.c"
+    "user/DocumentReference.u user/Provenance.c user/Provenance.rs user/Device.c user/Device.rs "
+    "user/AuditEvent.c"
 )
 DEFAULT_BACKEND_SCOPES = (
     "system/Patient.rs system/Condition.rs system/DocumentReference.rs system/Binary.r "

@@ -56,7 +56,7 @@ from app.writeback.builders import (
     create_verification_provenance,
 )
 from app.writeback.outbox import Outbox
-from app.writeback.submit import edit_held, release_held, submit, write_tag
+from app.writeback.submit import search_before_create, edit_held, release_held, submit, write_tag
 
 REJECT_REASONS = ("inaccurate", "unsupported_claims", "not_clinically_useful", "wrong_patient", "other")
 MAX_EDIT_CHARS = 50_000  # a long note is ~20k characters; distance cost is bounded by cap x cap
@@ -348,10 +348,12 @@ class ReviewService:
             return None
         target = f"DocumentReference/{doc_id}/_history/{last.version}"
         tag = {"approve": "approved", "reject": "rejected"}[action]
-        for prov in self.client.search("Provenance", {"target": f"DocumentReference/{doc_id}",
-                                                      "_tag": f"{REVIEW_TAG_SYSTEM}|{tag}"}, no_cache=True):
-            if any(t.get("reference") == target for t in prov.get("target") or []):
-                return None  # complete already
+        found = search_before_create(self.client, "Provenance", {"target": f"DocumentReference/{doc_id}",
+                                                                 "_tag": f"{REVIEW_TAG_SYSTEM}|{tag}"})
+        if found is None:
+            return None  # may not read Provenance here: whether it is missing cannot be known
+        if any(t.get("reference") == target for prov in found for t in prov.get("target") or []):
+            return None  # complete already
         patient = ((doc.get("subject") or {}).get("reference") or "").split("/")[-1] or None
         if action == "approve":
             model = create_verification_provenance(target_reference=target, recorded=self._now(),

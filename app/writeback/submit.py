@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.errors import AppError, TemporaryUpstreamError
+from app.errors import AppError, FhirError, TemporaryUpstreamError
 from app.fhir.client import FhirClient
 from app.fhir.validation import validate_for_write
 from app.fhir.vendors import ServerProfile
@@ -196,6 +196,20 @@ def _is_review(prov: dict) -> bool:
     return any(t.get("system") == REVIEW_TAG_SYSTEM for t in (prov.get("meta") or {}).get("tag") or [])
 
 
+def search_before_create(client: FhirClient, resource_type: str, params: dict[str, str]) -> list[dict] | None:
+    """A search before a conditional create, which only saves a duplicate on servers that ignore
+    ``If-None-Exist``. None when the server refuses it (403: a token that may create Provenance
+    but not read it, ``user/Provenance.c`` without ``.rs``): "not known", and the conditional
+    create that follows still keeps the write single."""
+    try:
+        return list(client.search(resource_type, params, no_cache=True))
+    except FhirError as exc:
+        if exc.status != 403:
+            raise
+        event(log, "writeback.search_refused", resource_type=resource_type)
+        return None
+
+
 def find_written(client: FhirClient, run_id: str) -> dict[str, str | None] | None:
     """Ids already on the server for this run (after a crash or a lost acknowledgement)."""
     docs = list(client.search("DocumentReference", {"identifier": f"{IDENTIFIER_SYSTEM}|{run_id}"},
@@ -204,8 +218,7 @@ def find_written(client: FhirClient, run_id: str) -> dict[str, str | None] | Non
         return None
     written: dict[str, str | None] = dict.fromkeys(KEYS)
     written["document_reference"] = _versioned(docs[0])
-    for prov in client.search("Provenance", {"target": f"DocumentReference/{docs[0]['id']}"},
-                              no_cache=True):
+    for prov in search_before_create(client, "Provenance", {"target": f"DocumentReference/{docs[0]['id']}"}) or []:
         if not _is_review(prov):
             written["provenance"] = f"Provenance/{prov['id']}"
             author = next((a for a in prov.get("agent") or []
@@ -306,7 +319,7 @@ class Submitter:
 
     def _search_one(self, resource_type: str, params: dict[str, str],
                     accept: Callable[[dict], bool] = lambda _r: True) -> dict | None:
-        for res in self.client.search(resource_type, params, no_cache=True):
+        for res in search_before_create(self.client, resource_type, params) or []:
             if accept(res):
                 return res
         return None

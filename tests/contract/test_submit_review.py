@@ -196,3 +196,24 @@ def test_review_provenance_whose_answer_was_lost_is_not_written_twice(maker, tra
     with pytest.raises((ReviewConflict, ConflictError)) as err:  # nothing left to finish: a 409
         _svc(maker, trail).reject(doc_id, version, "inaccurate")
     assert err.value.http_status == 409 and len(_reviews(fake, "rejected")) == 1
+
+
+# -- a token that may create Provenance but not read it (user/Provenance.c alone) ---------------
+def test_a_refused_provenance_search_neither_blocks_a_write_nor_duplicates_a_review(maker, trail, outbox, fake) -> None:  # type: ignore[no-untyped-def]
+    from tests.contract.test_submit import GENERIC_NO_TX, Fault
+
+    fake.faults.append(Fault("GET", "search:Provenance", 403, times=100))  # every Provenance search refused
+    put(outbox)
+    written = submit(client(), outbox, GENERIC_NO_TX, "run-1")  # the sequence searches before creating
+    [doc] = fake.drafts("run-1")
+    assert written["document_reference"] == f"DocumentReference/{doc['id']}/_history/1"
+    assert len(fake.resources("Provenance")) == 1
+    again = submit(client(), outbox, GENERIC_NO_TX, "run-1")  # a retry: nothing written twice
+    assert again["document_reference"] == written["document_reference"]
+    assert len(fake.resources("Provenance")) == 1 and len(fake.drafts("run-1")) == 1
+
+    _svc(maker, trail).approve(doc["id"], "1", acknowledged_unsupported=True, unsupported=0)
+    assert len(_reviews(fake, "approved")) == 1
+    with pytest.raises((ReviewConflict, ConflictError)):  # cannot tell what is missing: the usual 409
+        _svc(maker, trail).approve(doc["id"], "1", acknowledged_unsupported=True, unsupported=0)
+    assert len(_reviews(fake, "approved")) == 1
