@@ -228,3 +228,36 @@ def _batch_run_ids(db) -> list[str]:
 
     with sqlite3.connect(db) as con:
         return [r[0] for r in con.execute("SELECT run_id FROM patient WHERE writes > 0")]
+
+
+def _cli_batch(sb, tmp_path, engine: str) -> dict:  # type: ignore[no-untyped-def]
+    """``python -m app batch`` as a user runs it: a new process, Backend Services auth, the
+    Group's Bulk export, screening on ``engine``, no write."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    env.update(APP_DATA_DIR=str(tmp_path / f"app-{engine}"), APP_SECRET_KEY="batch-cli-secret-" + "x" * 20,
+               APP_PRIVATE_KEY_PATH=str(sb.key_path), APP_BACKEND_CLIENT_ID=CLIENT,
+               APP_SERVER_PROFILE="sekmet", HF_HUB_OFFLINE="1",
+               APP_BACKEND_SCOPES="system/Patient.rs system/Condition.rs system/DocumentReference.rs "
+                                  "system/Binary.r system/Group.r")
+    proc = subprocess.run([sys.executable, "-m", "app", "batch", "--fhir-base", sb.fhir_base,
+                           "--cohort", "Group/ici-cohort", "--engine", engine, "--workers", "2",
+                           "--no-write", "--no-progress", "--out", str(tmp_path / f"report-{engine}")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for pid in COHORT:
+        assert pid not in proc.stdout and pid not in proc.stderr  # counts only
+    return json.loads(proc.stdout)
+
+
+def test_cli_batch_on_ray_gives_the_local_engines_results(sandbox, tmp_path):
+    pytest.importorskip("ray")
+    local = _cli_batch(sandbox, tmp_path, "local")
+    ray_run = _cli_batch(sandbox, tmp_path, "ray")
+    assert ray_run["batch"]["engine"] == "ray" and local["batch"]["engine"] == "local"
+    assert local["totals"]["patients"] == ray_run["totals"]["patients"] == len(COHORT)
+    assert local["totals"]["with_findings"] >= 2
+    for key in ("with_findings", "organ_grade", "draft_states"):
+        assert ray_run["totals"][key] == local["totals"][key], key
