@@ -272,12 +272,8 @@ class ReviewService:
             raise AppError("This draft has sentences without a verified source; review them first.",
                            code="unsupported_not_acknowledged", http_status=400)
         check_fhir_id(seen_version)
-        try:
-            doc = self._read(doc_id, "approve", seen_version)
-        except (ReviewConflict, ConflictError):
-            done = self._complete(doc_id, "approve")
-            if done is None:
-                raise
+        doc, done = self._read_or_complete(doc_id, "approve", seen_version)
+        if done is not None:
             return done
         doc["docStatus"] = "final"
         doc["authenticator"] = {"reference": self.reviewer}
@@ -314,12 +310,8 @@ class ReviewService:
             raise AppError(f"Choose a reason: {', '.join(REJECT_REASONS)}.", code="reason_missing",
                            http_status=400)
         check_fhir_id(seen_version)
-        try:
-            doc = self._read(doc_id, "reject", seen_version)
-        except (ReviewConflict, ConflictError):
-            done = self._complete(doc_id, "reject")
-            if done is None:
-                raise
+        doc, done = self._read_or_complete(doc_id, "reject", seen_version)
+        if done is not None:
             return done
         doc["status"] = "entered-in-error"
         updated = self._put(doc, seen_version)
@@ -331,6 +323,18 @@ class ReviewService:
             target_reference=target, recorded=self._now(), reviewer_reference=self.reviewer,
             reason_code=reason), patient, key=f"{doc_id}.{version}.reject")
         return ReviewResult(document_reference=target, provenance=prov)
+
+    def _read_or_complete(self, doc_id: str, action: str, seen_version: str,
+                          ) -> tuple[dict, ReviewResult | None]:
+        """The document to act on; or, when the action is refused because this reviewer already
+        did it and only its Provenance is missing, the finished review (``_complete``)."""
+        try:
+            return self._read(doc_id, action, seen_version), None
+        except (ReviewConflict, ConflictError):
+            done = self._complete(doc_id, action)
+            if done is None:
+                raise
+            return {}, done
 
     def _complete(self, doc_id: str, action: str) -> ReviewResult | None:
         """Finish this reviewer's own ``action`` whose document update reached the EHR but whose
