@@ -283,3 +283,29 @@ def test_a_repeated_context_literal_is_refused(tmp_path, monkeypatch):
 def test_an_explicit_grade_is_the_events_not_a_tumours_or_another_symptoms(sentence, term, expected):
     i = sentence.index(term)
     assert grading.tied_grade(sentence, i, i + len(term)) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Sats 87% on room air at rest, crackles at both bases.", 3),
+    ("Comfortable on 2 L/min by nasal prongs.", 3),
+    ("SpO2 96% on air; dry cough limiting her gardening.", None),
+])
+def test_pneumonitis_oxygen_from_saturation_or_flow(text, expected):
+    assert grade("pneumonitis", text) == expected
+
+
+def test_an_all_caps_list_wrapped_after_a_comma_stays_one_sentence():
+    text = "RISKS DISCUSSED INCLUDING COLITIS, HEPATITIS,\nPNEUMONITIS AND MYOCARDITIS."
+    assert len(_sents(text)) == 1
+
+
+def test_a_named_other_disease_of_a_relative_is_not_an_alternative_cause():
+    notes = [START,
+             ("2026-02-02", "Immune-related hepatitis on pembrolizumab, ALT 300 (ULN 40); prednisone 1 mg/kg."),
+             ("2026-02-20", "Hepatitis settling. We talked about his brother's hepatitis C, which is unrelated.")]
+    assert "hepatic" in run(notes)[1]
+
+
+def test_a_drug_known_only_by_its_stem_is_another_drugs_toxicity():
+    notes = [START, ("2026-02-02", "Rising creatinine; lisinopril-associated kidney injury, ACE inhibitor stopped.")]
+    assert "renal" not in run(notes)[1]

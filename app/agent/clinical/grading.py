@@ -95,8 +95,9 @@ _TUMOUR_AFTER = re.compile(r"^\s*(?:[\w-]+\s+){0,2}?(?:carcinoma|adenocarcinoma|
 # any other word is what the grade is for ("colitis with grade 1 fatigue")
 _AFTER_GRADE_OK = frozenset(("on", "with", "and", "per", "by", "ctcae", "despite", "requiring", "now", "today", "in",
                              "at", "after", "since", "due", "secondary", "from", "that", "which", "severity", "or",
-                             "v5", "v5.0", "version", "toxicity", "irae", "event", "adverse", "immune", "immune-related",
-                             "immune-mediated", "was", "is", "has", "had", "so", "but", "then", "while", "when",
+                             "v5", "v5.0", "version", "toxicity", "irae", "event", "adverse", "immune",
+                             "immune-related", "immune-mediated", "was", "is", "has", "had", "so", "but", "then",
+                             "while", "when",
                              "given", "treated", "managed", "needing", "resolved", "improving", "persisting",
                              "ongoing", "also", "as", "of", "the", "this"))
 
@@ -145,9 +146,11 @@ def tied_grade(sentence: str, start: int, end: int, others: Iterable[tuple[int, 
 _NUM = r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
 _LINK = (r"(?:\s*(?:of|was|is|:|=|up to|peaked|peaking|peak|rose|rise|rising|risen|increased|increase|up|from|to|"
          r"now|at|~|>=|>|about|today)(?![\w.]))*\s*")
-_CHAIN = r"((?:\s*(?:->|→|=>|>|to|then|and then|,|/)\s*(?:\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?!\d|\.\d))*)"
+_CHAIN = (r"((?:\s*(?:->|→|=>|>|to|then|and then|,|/)\s*(?:\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
+          r"(?!\d|\.\d))*)")
 _ULN_NEAR = re.compile(r"^[^.;\n]{0,25}?\b(?:uln|upper limit(?: of normal)?|ref(?:erence)?(?: range)?|normal|nl|n)\b"
-                       r"\s*(?:range)?\s*(?:[:=<≤]|is|of|up to)?\s*(?:\d+(?:\.\d+)?\s*(?:-|–|to)\s*)?(\d+(?:\.\d+)?)", _I)
+                       r"\s*(?:range)?\s*(?:[:=<≤]|is|of|up to)?\s*(?:\d+(?:\.\d+)?\s*(?:-|–|to)\s*)?"
+                       r"(\d+(?:\.\d+)?)", _I)
 _ANALYTE_BEFORE = re.compile(r"\b(alt|ast|sgpt|sgot|transaminases?|lfts?|liver enzymes|bili\w*|creat\w*|cr|alp|"
                              r"alk(?:aline)? phos\w*|ggt|lipase|amylase|tsh|ck|cpk|troponin\w*)\b[^.;\n]*$", _I)
 
@@ -268,8 +271,9 @@ def _creatinine_baseline(text: str, prior: str) -> tuple[float, str] | None:
         return None
     peak = max(v for v, *_ in vals)
     base = []
-    for m in re.finditer(r"\b(?:baseline|was|from|previously|prior|usual)\s*(?:creatinine|cr)?\s*(?:of|was|is|:|=|~)?\s*"
-                         r"(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*(?:mg/dl\s*)?(?:at\s*)?baseline", text, _I):
+    for m in re.finditer(r"\b(?:baseline|was|from|previously|prior|usual)\s*(?:creatinine|cr)?\s*"
+                         r"(?:of|was|is|:|=|~)?\s*(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*(?:mg/dl\s*)?(?:at\s*)?baseline",
+                         text, _I):
         base.append(float(m.group(1) or m.group(2)))
     base += [min(_num(x) for x in [c.split()[-1]] + re.findall(r"\d+(?:\.\d+)?", c))
              for _v, _a, _e, c in vals if re.search(r"->|→|=>|\bto\b|\bthen\b", c)]

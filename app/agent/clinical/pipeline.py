@@ -223,6 +223,13 @@ _NOT_SPOKEN_END = frozenset(("a", "the", "this", "that", "same", "washout", "men
 RUN_ON_CHARS = 100  # a "sentence" longer than this is dictation's comma splice: split it at its clauses
 
 
+def _line_len(doc, tok, cache: list[str]) -> int:  # type: ignore[no-untyped-def]
+    """Characters from the start of ``tok``'s line to its end."""
+    if not cache:
+        cache.append(doc.text)
+    return tok.idx + len(tok.text) - (cache[0].rfind("\n", 0, tok.idx) + 1)
+
+
 def _split_run_ons(doc, tags) -> None:  # type: ignore[no-untyped-def]
     """Dictation joins sentences with commas ("... on room air, Infection has been excluded, Plan
     ..."). In a sentence longer than ``RUN_ON_CHARS``, a comma followed by a capitalised word and
@@ -260,22 +267,17 @@ def _clinical_sentencizer_factory() -> None:
             guesses = super().predict(docs)
             for doc, tags in zip(docs, guesses, strict=False):
                 n = len(doc)
-                text = None
-
-                def line_len(tok) -> int:  # type: ignore[no-untyped-def]
-                    nonlocal text
-                    if text is None:
-                        text = doc.text
-                    return tok.idx + len(tok.text) - (text.rfind("\n", 0, tok.idx) + 1)
+                cache: list[str] = []  # doc.text, built on first need (it is rebuilt on every access)
 
                 for tok in doc:
                     i = tok.i
                     if tok.text == "?" and i + 1 < n and tags[i + 1] and doc[i + 1].text[:1].islower():
                         tags[i + 1] = False  # "? pneumonitis": a query mark, not a sentence end
                     prev = doc[i - 1].lower_ if i > 0 else ""
-                    if ((tok.lower_ == "period" and i > 0 and prev not in _NOT_SPOKEN_END
-                         and (i + 1 >= n or doc[i + 1].lower_ not in ("of", ",", "-", "/", ".", ")")))
-                            or (tok.lower_ == "stop" and prev == "full") or (tok.lower_ == "paragraph" and prev == "new")):
+                    spoken_period = (tok.lower_ == "period" and i > 0 and prev not in _NOT_SPOKEN_END
+                                     and (i + 1 >= n or doc[i + 1].lower_ not in ("of", ",", "-", "/", ".", ")")))
+                    if spoken_period or (tok.lower_ == "stop" and prev == "full") or (
+                            tok.lower_ == "paragraph" and prev == "new"):
                         if i + 1 < n:  # dictation: "... on room air period assessment colon ..."
                             tags[i + 1] = True
                         continue
@@ -298,7 +300,7 @@ def _clinical_sentencizer_factory() -> None:
                             wrapped = True
                         elif before.text.islower():  # a long line cut mid-sentence, the next one not a header ("Plan:")
                             header = i + 2 < n and doc[i + 2].text == ":"
-                            wrapped = line_len(before) >= WRAP_WIDTH and not header
+                            wrapped = _line_len(doc, before, cache) >= WRAP_WIDTH and not header
                     bullet = first in _BULLETS
                     if first == "(" and not (i + 3 < n and (doc[i + 2].text.isdigit() or len(doc[i + 2].text) == 1
                                                             or doc[i + 2].lower_ in ("ii", "iii", "iv"))
@@ -310,7 +312,7 @@ def _clinical_sentencizer_factory() -> None:
                         # hepatitis"): the line stops inside the sentence and the item goes on in lower case
                         b = before.text.lower()
                         bullet = not (b[-1:] in ",/(-" or b in _CONTINUES or b in _NEEDS_OBJECT
-                                      or line_len(before) >= WRAP_WIDTH)
+                                      or _line_len(doc, before, cache) >= WRAP_WIDTH)
                     if gap.count("\n") >= 2 or ends or first.isdigit() or bullet or (
                             first.isupper() and not caps_run and not wrapped):  # an ALL-CAPS report wraps its lines
                         tags[i + 1] = True
