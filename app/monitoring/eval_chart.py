@@ -105,9 +105,22 @@ def score_question(item: Mapping[str, Any], draft: Draft) -> dict[str, bool]:
 
 def evaluate_questions(backend: Backend, embedder: Any, data: Path, *,
                        charts: Mapping[str, PatientChart] | None = None) -> dict[str, Any]:
-    """Run the question task for every gold question; figures overall and per category."""
+    """Run the question task for every gold question; figures overall and per category.
+    ``gold/questions_extra.json``, when present, is scored too and reported apart (``extra``), so
+    the figures of ``questions.json`` stay comparable."""
     items = _gold(data, "questions.json")
-    charts = charts or load_charts(data, [q["patient"] for q in items], embedder)
+    extra = _gold(data, EXTRA_QUESTIONS) if (data / "gold" / EXTRA_QUESTIONS).exists() else []
+    charts = charts or load_charts(data, [q["patient"] for q in items + extra], embedder)
+    out = _score_questions(backend, items, charts)
+    if extra:
+        out["extra"] = _score_questions(backend, extra, charts)
+    return out
+
+
+EXTRA_QUESTIONS = "questions_extra.json"
+
+
+def _score_questions(backend: Backend, items: list[dict], charts: Mapping[str, PatientChart]) -> dict[str, Any]:
     per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     statuses: dict[str, int] = defaultdict(int)
     latencies: list[int] = []
