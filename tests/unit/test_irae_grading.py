@@ -309,3 +309,17 @@ def test_a_named_other_disease_of_a_relative_is_not_an_alternative_cause():
 def test_a_drug_known_only_by_its_stem_is_another_drugs_toxicity():
     notes = [START, ("2026-02-02", "Rising creatinine; lisinopril-associated kidney injury, ACE inhibitor stopped.")]
     assert "renal" not in run(notes)[1]
+
+
+@pytest.mark.parametrize("text", [
+    "Hypothyroidism after total thyroidectomy for a nodule; levothyroxine dose increased.",
+    "Low cortisol after stopping a long prednisone course: adrenal insufficiency from HPA axis suppression.",
+])
+def test_endocrine_failure_with_a_structural_or_iatrogenic_cause_is_not_an_irae(text):
+    assert run([START, ("2026-03-02", text)])[1] == {}
+
+
+def test_a_grade_written_in_words():
+    sentence = "Immune-mediated colitis, grade three, on infliximab."
+    i = sentence.index("colitis")
+    assert grading.tied_grade(sentence, i, i + len("colitis")) == 3

@@ -21,9 +21,9 @@ from functools import lru_cache
 from app.agent.clinical.pipeline import load_yaml
 
 _I = re.IGNORECASE
-_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5}
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
 GRADE = re.compile(r"(?:\bctcae\s*(?:v(?:ersion)?\.?\s*5(?:\.0)?\s*)?)?"
-                   r"\b(?:grade|gr\.?)\s*[:#]?\s*([1-5]|iv|v|i{1,3})\b"
+                   r"\b(?:grade|gr\.?)\s*[:#]?\s*([1-5]|iv|v|i{1,3}|one|two|three|four|five)\b"
                    r"|\bG([1-5])\b(?![-/]?\d)", _I)
 
 
