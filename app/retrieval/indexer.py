@@ -399,9 +399,11 @@ def build_index(client: FhirClient, chart: PatientChart) -> PatientChart:
                     if extracted.text is None:
                         counts[f"skipped:{extracted.skipped}"] += 1
                         group.append((meta, None, []))
-                        continue
-                    group.append((meta, extracted.text, chunk_document(chart, meta, extracted.text)))
-                    if sum(len(cs) for _, _, cs in group) >= EMBED_GROUP_CHUNKS:
+                    else:
+                        group.append((meta, extracted.text, chunk_document(chart, meta, extracted.text)))
+                    # a full group, or the group that completes the newest notes (early start)
+                    if sum(len(cs) for _, _, cs in group) >= EMBED_GROUP_CHUNKS \
+                            or chart.progress.done < EARLY_START_NOTES <= chart.progress.done + len(group):
                         flush()
                 flush()
             finally:
@@ -433,7 +435,10 @@ FETCH_WORKERS = 4  # attachment fetches in flight per chart (FHIR servers rate-l
 FETCH_WINDOW = 8  # notes fetched ahead of the indexer: bounds memory to ~8 attachments per chart
 CHUNK_MAX_TOKENS = 200
 CHUNK_OVERLAP_TOKENS = 32
-EMBED_GROUP_CHUNKS = 32  # notes are embedded in groups of about this many chunks
+# Notes are embedded in groups of about this many chunks (and a group ends with the newest
+# EARLY_START_NOTES-th note). 128 used 8% fewer CPU seconds than 32 on the 269-note Synthea
+# chart (fewer, fuller model runs); memory stays bounded in chunks, not notes.
+EMBED_GROUP_CHUNKS = 128
 ON_DEMAND_EMBED_CHUNKS = 512  # on demand: chunks per cache look-up and model call
 TOKEN_MEMO_MAX_CHARS = 64  # words and short pieces: their token counts are memoised per chart
 
