@@ -323,3 +323,20 @@ def test_a_grade_written_in_words():
     sentence = "Immune-mediated colitis, grade three, on infliximab."
     i = sentence.index("colitis")
     assert grading.tied_grade(sentence, i, i + len("colitis")) == 3
+
+
+@pytest.mark.parametrize("text", [
+    "Her partner is worried about immune-related colitis after reading online; bowels normal.",
+    "He asked whether pneumonitis could happen with this drug. Chest clear.",
+])
+def test_worries_and_questions_about_an_irae_are_not_the_irae(text):
+    assert run([START, ("2026-02-02", text)])[1] == {}
+
+
+def test_a_later_note_documenting_worse_outranks_an_earlier_written_grade():
+    notes = [START,
+             ("2026-02-02", "Immune-mediated colitis, grade 2, 5 stools/day over baseline, budesonide."),
+             ("2026-02-06", "Colitis worse: 9 stools/day over baseline, admitted for IV steroids.")]
+    ev = run(notes)[1]["gastrointestinal"]
+    assert ev["ctcae_grade"] == 3 and ev["grade_basis"] == "inferred"
+    assert "after grade 2 was written" in ev["grade_reason"]

@@ -476,18 +476,26 @@ def _grade(ev: Event, term: str, notes: list[Note] | None = None, mentions: list
                 if m.explicit_grade and m.verdict not in ("symptom_only",)]
     explicit += [m.explicit_grade for m in ev.support if m.verdict == "symptom_only" and m.explicit_grade
                  and m.attribution]
-    if explicit:
-        return max(explicit), "explicit", "as written in the notes"
     if notes is None or mentions is None:
         own = {m.note.document_id: m.note for m in ev.mentions + ev.support}
         event_notes, prior = list(own.values()), []
     else:
         event_notes, prior = grading_notes(ev, notes, mentions, first_dose)
+    prior_text = "\n".join(n.text for n in prior)
+    if explicit:
+        # the peak: a later note that documents worse (admitted, 9 stools/day) without writing a
+        # grade outranks an earlier written grade
+        last = max(m.date for m in ev.mentions + ev.support if m.explicit_grade)
+        later = [n for n in event_notes if n.date > last]
+        if later:
+            g, why = grading.infer_grade(ev.group, term, "\n".join(n.text for n in later), prior=prior_text)
+            if g and g > max(explicit):
+                return g, "inferred", f"{why}, after grade {max(explicit)} was written"
+        return max(explicit), "explicit", "as written in the notes"
     text = "\n".join(n.text for n in event_notes)
     treated = next((m.treated for m in ev.mentions + ev.support if m.treated), None)
     hormone = next((m.hormone for m in ev.mentions + ev.support if m.hormone), None)
-    grade, reason = grading.infer_grade(ev.group, term, text, treated=treated, hormone=hormone,
-                                        prior="\n".join(n.text for n in prior))
+    grade, reason = grading.infer_grade(ev.group, term, text, treated=treated, hormone=hormone, prior=prior_text)
     return grade, "inferred", reason
 
 
