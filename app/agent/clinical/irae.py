@@ -545,6 +545,8 @@ def screen(tools: Tools) -> BackendResult:
             continue
         if grade and basis == "explicit":
             grade_txt = f"CTCAE v5 grade {grade} (as documented)"
+        elif grade and reason.endswith("was written"):  # the peak after a lower written grade
+            grade_txt = f"CTCAE v5 grade {grade} (inferred from {reason} earlier)"
         elif grade:
             grade_txt = f"CTCAE v5 grade {grade} (inferred from {reason}; no grade written for it)"
         else:
