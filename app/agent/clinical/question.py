@@ -376,7 +376,7 @@ def _filler() -> frozenset[str]:
 @functools.cache
 def _synonym_index() -> dict[str, frozenset[str]]:
     index: dict[str, set[str]] = {}
-    for group in vocab("synonyms.yaml")["groups"]:
+    for group in [*vocab("synonyms.yaml")["groups"], *vocab("synonyms.yaml").get("vaccines", [])]:
         members = {m.lower() for m in group}
         for m in members:
             index.setdefault(m, set()).update(members)
@@ -386,6 +386,68 @@ def _synonym_index() -> dict[str, frozenset[str]]:
 @functools.cache
 def drug_classes() -> dict[str, frozenset[str]]:
     return {k.lower(): frozenset(m.lower() for m in v) for k, v in vocab("synonyms.yaml")["drug_classes"].items()}
+
+
+@functools.cache
+def _vaccine_members() -> re.Pattern[str] | None:
+    return _phrase_pattern(m for group in vocab("synonyms.yaml").get("vaccines", []) for m in group)
+
+
+@functools.cache
+def _vaccine_names() -> re.Pattern[str] | None:
+    return _phrase_pattern(vocab("synonyms.yaml").get("vaccine_names", []))
+
+
+@functools.cache
+def _vaccine_cues() -> re.Pattern[str] | None:
+    return _phrase_pattern(vocab("synonyms.yaml").get("vaccine_cues", []))
+
+
+def _asks_vaccine(q: str) -> bool:
+    """A question with no topic is about immunizations when it names a vaccine product ("Tdap?"),
+    or a vaccine-preventable disease with a cue ("up to date on tetanus?"), not the disease alone."""
+    names, members, cues = _vaccine_names(), _vaccine_members(), _vaccine_cues()
+    if names is not None and names.search(q):
+        return True
+    return bool(members is not None and cues is not None and members.search(q) and cues.search(q))
+
+
+# "on anything for", "taking for her", "treatment of", "to control": a condition named as what a drug is for
+_FOR_CONDITION = (r"(?:(?<![a-z])for|(?<![a-z])treat(?:s|ed|ing|ment)?(?:\s+(?:of|for))?|(?<![a-z])to\s+(?:treat|control|"
+                  r"manage|help(?:\s+with)?)|(?<![a-z])control(?:ling)?|(?<![a-z])manag(?:e|es|ing|ement)(?:\s+of)?|"
+                  r"(?<![a-z])help(?:s|ing)?\s+with)\s+(?:(?:his|her|their|the|this|that|its|my|your|any|a|an)\s+)?")
+_MED_CUE = re.compile(r"(?<![a-z])(?:on|take|takes|taking|took|using|uses|use|prescribed|meds?|medications?|"
+                      r"medicines?|drugs?|pills?|treatment|treated|treating|therapy|rx|anything|something|given)"
+                      r"(?![a-z])")
+
+
+@functools.cache
+def _condition_drugs() -> tuple[tuple[re.Pattern[str], frozenset[str]], ...]:
+    """(pattern of "for <condition>", the drugs that treat it) per entry of synonyms.yaml condition_drugs."""
+    classes = drug_classes()
+    out = []
+    for entry in vocab("synonyms.yaml").get("condition_drugs", []):
+        forms: set[str] = set()
+        for name in entry["drugs"]:
+            name = name.lower()
+            forms |= classes.get(name, frozenset()) | {name}
+        alts = sorted({c.lower() for c in entry["conditions"]}, key=len, reverse=True)
+        pattern = re.compile(_FOR_CONDITION + "(" + "|".join(re.escape(a) for a in alts) + r")(?![a-z0-9])")
+        out.append((pattern, frozenset(forms)))
+    return tuple(out)
+
+
+def _condition_request(q: str) -> tuple[tuple[int, int], str, frozenset[str]] | None:
+    """("on anything for reflux?") → (span of "reflux", the condition, the drugs that treat it), when
+    the question also speaks of taking something; None otherwise ("plan for his hypertension")."""
+    if not _MED_CUE.search(q):
+        return None
+    best = None
+    for pattern, forms in _condition_drugs():
+        for m in pattern.finditer(q):
+            if best is None or (m.end(1) - m.start(1)) > (best[0][1] - best[0][0]):
+                best = (m.span(1), m.group(1), forms)
+    return best
 
 
 @functools.cache
@@ -443,6 +505,7 @@ class ParsedQuestion:
     topic: Topic | None
     groups: tuple[TermGroup, ...]
     earliest: bool
+    trend: bool = False  # "BP trend": the newest notes that answer, one sentence each
 
     def coverage(self, text: str) -> int:
         return sum(1 for g in self.groups if g.pattern.search(text))
@@ -466,8 +529,10 @@ def parse_question(question: str) -> ParsedQuestion:
 
     primary = [t for t in matched if not inside_other(t)] or matched
     rest = q
+    condition = _condition_request(q)  # "on anything for reflux?": the drugs that treat it
+    blanks = [sp for t in matched for sp in spans[t.name]] + ([condition[0]] if condition else [])
     # every matched trigger leaves the search terms, longest first ("pulse oximetry" before "pulse")
-    for start, end in sorted((sp for t in matched for sp in spans[t.name]), key=lambda sp: sp[0] - sp[1]):
+    for start, end in sorted(blanks, key=lambda sp: sp[0] - sp[1]):
         if rest[start:end].strip():
             rest = rest[:start] + " " * (end - start) + rest[end:]
     earliest_pat = _phrase_pattern(vocab("topics.yaml")["earliest"])
@@ -475,6 +540,10 @@ def parse_question(question: str) -> ParsedQuestion:
     recency_pat = _phrase_pattern(vocab("topics.yaml")["recency"])
     if recency_pat:
         rest = recency_pat.sub(" ", rest)
+    trend_pat = _phrase_pattern(vocab("topics.yaml").get("trend", []))
+    trend = bool(trend_pat and trend_pat.search(q))
+    if trend_pat:
+        rest = trend_pat.sub(" ", rest)
     rest = re.sub(r"'s\b", " ", rest)
     topic = primary[0] if primary else None
     if topic is not None and topic.modifiers is not None:
@@ -482,6 +551,9 @@ def parse_question(question: str) -> ParsedQuestion:
     words = [w for w in _Q_WORD.findall(rest) if not _is_filler(w) and not w.isdigit()]
     classes, synonyms, drugs = drug_classes(), _synonym_index(), _drug_names()
     groups: list[TermGroup] = []
+    if condition is not None:
+        groups.append(TermGroup(condition[1], _term_regex(condition[2]), True))
+        topic = next((t for t in topics() if t.name == "medications"), topic)
     i = 0
     while i < len(words):
         # two-word keys first ("beta blocker", "dust mite")
@@ -504,9 +576,11 @@ def parse_question(question: str) -> ParsedQuestion:
             groups.append(TermGroup(key, _term_regex(forms), drug))
             i += width
             break
+    if topic is None and _asks_vaccine(q):
+        topic = next((t for t in topics() if t.name == "immunizations"), None)
     if topic is None and any(g.drug for g in groups):
         topic = next((t for t in topics() if t.name == "medications"), None)
-    return ParsedQuestion(topic=topic, groups=tuple(groups), earliest=earliest)
+    return ParsedQuestion(topic=topic, groups=tuple(groups), earliest=earliest, trend=trend)
 
 
 # -- answering --------------------------------------------------------------------------------
@@ -616,6 +690,18 @@ def _result(note: Note, lines: list[Line], parsed: ParsedQuestion, label: str | 
                          notes=[f"Answered from the {'oldest' if parsed.earliest else 'newest'} note that has it."])
 
 
+def _trend_notes() -> int:
+    return max(1, int(vocab("topics.yaml").get("trend_notes", 3)))
+
+
+def _merge(results: list[BackendResult]) -> BackendResult:
+    """One answer of several notes' results (a trend), newest first, each sentence citing its note."""
+    if len(results) == 1:
+        return results[0]
+    return BackendResult(sentences=[s for r in results for s in r.sentences],
+                         notes=[f"Answered from the {len(results)} newest notes that have it."])
+
+
 def _display_title(title: str) -> str:
     """A section title for the answer: "HPI" stays, "VITAL SIGNS" and "vital signs" → "Vital signs"."""
     t = _HEADER_PREFIX.sub("", title).strip().rstrip(":").strip()
@@ -644,13 +730,18 @@ def answer(tools: Tools, question: str) -> BackendResult:
                 continue
             if where == "fallback" and (not topic.fallback or has_section):
                 continue
+            series: list[BackendResult] = []
             for note in order:
                 if where == "section" and not has_section:
                     has_section = any(section_category(c.section) in topic.sections for c in note.chunks) \
                         or bool(note.section_lines(topic.sections))
                 lines = _topic_lines(note, topic, parsed, where)
                 if lines:
-                    return _result(note, lines, parsed, label)
+                    series.append(_result(note, lines, parsed, label))
+                    if not parsed.trend or len(series) >= _trend_notes():
+                        break
+            if series:
+                return _merge(series)
         if not parsed.groups or has_section:
             return _not_found()
     if not parsed.groups:
