@@ -116,15 +116,22 @@ def test_rules_file_is_consistent():
 
 # ---- on the screen: grade reasons, the event window, explicit peaks -----------------------
 def test_a_note_written_during_the_event_without_naming_it_grades_it():
-    notes = [START,
-             ("2026-02-10", "Assessment: immune-mediated myasthenia gravis on pembrolizumab. Pyridostigmine, "
-                            "prednisone 20 mg."),
-             ("2026-02-14", "Ward round: ptosis worse, needs help with feeding and washing; nurse-led care.")]
-    _r, events, _c, verified = run(notes)
+    between = [START,
+               ("2026-02-10", "Assessment: immune-mediated myasthenia gravis on pembrolizumab. Pyridostigmine, "
+                              "prednisone 20 mg."),
+               ("2026-02-12", "Home visit: ptosis worse, needs help with feeding and washing."),
+               ("2026-02-20", "Myasthenia gravis improving on pyridostigmine.")]
+    _r, events, _c, verified = run(between)
     ev = events["neurologic"]
     assert ev["ctcae_grade"] == 3 and ev["grade_basis"] == "inferred"
     assert "self-care" in ev["grade_reason"]
     assert "inferred from limiting self-care ADL" in verified[ev["sentence_indexes"][0]].text
+    after_admission = [START,
+                       ("2026-02-10", "Immune-related myasthenia gravis on pembrolizumab, admitted to neurology, "
+                                      "IVIG started."),
+                       ("2026-02-13", "Night team: worsening respiratory failure, intubated, moved to the ICU.")]
+    ev = run(after_admission)[1]["neurologic"]
+    assert ev["ctcae_grade"] == 4
 
 
 def test_the_peak_explicit_grade_wins_when_it_changes():
@@ -340,3 +347,11 @@ def test_a_later_note_documenting_worse_outranks_an_earlier_written_grade():
     ev = run(notes)[1]["gastrointestinal"]
     assert ev["ctcae_grade"] == 3 and ev["grade_basis"] == "inferred"
     assert "after grade 2 was written" in ev["grade_reason"]
+
+
+def test_an_unrelated_admission_after_an_outpatient_event_does_not_grade_it():
+    notes = [START,
+             ("2026-02-02", "Immune-related hypothyroidism on pembrolizumab, levothyroxine 50 mcg started."),
+             ("2026-02-09", "ED: mechanical fall on ice, wrist fracture, admitted overnight for analgesia.")]
+    ev = run(notes)[1]["endocrine"]
+    assert ev["ctcae_grade"] == 2

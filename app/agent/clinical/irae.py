@@ -455,13 +455,16 @@ def grading_notes(ev: Event, notes: list[Note], mentions: list[Mention],
     start = min(n.date for n in dated)
     last = max(n.date for n in dated)
     about_other = {m.note.document_id for m in mentions if (m.organ, m.group) != key and m.verdict not in _NOT_ABOUT}
+    # after its last mention, a silent note belongs to the event only during an admission for it
+    admitted = grading.fact("hospital", "\n".join(n.text for n in dated)) is not None
     event_notes, prior = [], []
     for n in notes:
         if n.injected:
             continue
         if n.document_id in own:
             event_notes.append(n)
-        elif start <= n.date and 0 <= _days(last, n.date) <= GRADE_WINDOW_DAYS and n.document_id not in about_other:
+        elif (start <= n.date and n.document_id not in about_other
+              and (n.date <= last or (admitted and _days(last, n.date) <= GRADE_WINDOW_DAYS))):
             event_notes.append(n)
         elif n.date < start:
             prior.append(n)
