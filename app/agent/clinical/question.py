@@ -26,6 +26,7 @@ No note text is logged.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -416,6 +417,7 @@ def _asks_vaccine(q: str) -> bool:
 _FOR_CONDITION = (r"(?:(?<![a-z])for|(?<![a-z])treat(?:s|ed|ing|ment)?(?:\s+(?:of|for))?|(?<![a-z])to\s+(?:treat|control|"
                   r"manage|help(?:\s+with)?)|(?<![a-z])control(?:ling)?|(?<![a-z])manag(?:e|es|ing|ement)(?:\s+of)?|"
                   r"(?<![a-z])help(?:s|ing)?\s+with)\s+(?:(?:his|her|their|the|this|that|its|my|your|any|a|an)\s+)?")
+_CONDITION_MEDS = r"(?=\s+(?:med|meds|medication|medications|medicine|medicines|drugs?|pills?|treatment|therapy|rx|regimen)(?![a-z]))"
 _MED_CUE = re.compile(r"(?<![a-z])(?:on|take|takes|taking|took|using|uses|use|prescribed|meds?|medications?|"
                       r"medicines?|drugs?|pills?|treatment|treated|treating|therapy|rx|anything|something|given)"
                       r"(?![a-z])")
@@ -431,8 +433,10 @@ def _condition_drugs() -> tuple[tuple[re.Pattern[str], frozenset[str]], ...]:
         for name in entry["drugs"]:
             name = name.lower()
             forms |= classes.get(name, frozenset()) | {name}
-        alts = sorted({c.lower() for c in entry["conditions"]}, key=len, reverse=True)
-        pattern = re.compile(_FOR_CONDITION + "(" + "|".join(re.escape(a) for a in alts) + r")(?![a-z0-9])")
+        alts = "|".join(re.escape(a) for a in sorted({c.lower() for c in entry["conditions"]}, key=len, reverse=True))
+        # "for reflux", "to control her BP" | "HTN meds", "pain medication", "BP pills"
+        pattern = re.compile(_FOR_CONDITION + "(" + alts + r")(?![a-z0-9])|(?<![a-z0-9])(" + alts + r")"
+                             + _CONDITION_MEDS)
         out.append((pattern, frozenset(forms)))
     return tuple(out)
 
@@ -445,9 +449,19 @@ def _condition_request(q: str) -> tuple[tuple[int, int], str, frozenset[str]] | 
     best = None
     for pattern, forms in _condition_drugs():
         for m in pattern.finditer(q):
-            if best is None or (m.end(1) - m.start(1)) > (best[0][1] - best[0][0]):
-                best = (m.span(1), m.group(1), forms)
+            g = 1 if m.group(1) is not None else 2
+            if best is None or (m.end(g) - m.start(g)) > (best[0][1] - best[0][0]):
+                best = (m.span(g), m.group(g), forms)
     return best
+
+
+@functools.cache
+def _vocab_phrases() -> re.Pattern[str] | None:
+    """Multi-word keys of the vocabulary (synonyms, vaccines, drug classes) holding a short or
+    filler word ("hepatitis a", "calcium channel blocker"), matched in the question as a whole."""
+    keys = [k for k in [*_synonym_index(), *drug_classes()] if " " in k
+            and (len(k.split()) > 2 or any(_is_filler(w) or len(w) < 3 for w in k.split()))]
+    return _phrase_pattern(keys)
 
 
 @functools.cache
@@ -480,6 +494,10 @@ def _stem(word: str) -> str:
     for suffix in ("ations", "ation", "ing", "ies", "es", "ed", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
             return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    # an adjective asks about its noun: "prediabetic" → prediabetes, "hypertensive" → hypertension
+    for suffix in ("ic", "ive"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 5:
+            return word[: -len(suffix)]
     return word
 
 
@@ -546,14 +564,28 @@ def parse_question(question: str) -> ParsedQuestion:
         rest = trend_pat.sub(" ", rest)
     rest = re.sub(r"'s\b", " ", rest)
     topic = primary[0] if primary else None
+    if topic is not None and topic.lines:
+        # "height and weight?": topics answered by the same sections answer together
+        siblings = [t for t in primary if t.sections == topic.sections and t.lines]
+        if len(siblings) > 1:
+            topic = dataclasses.replace(topic, name="+".join(t.name for t in siblings),
+                                        lines=tuple(p for t in siblings for p in t.lines),
+                                        exclude=tuple(p for t in siblings for p in t.exclude))
     if topic is not None and topic.modifiers is not None:
         rest = topic.modifiers.sub(" ", rest)
-    words = [w for w in _Q_WORD.findall(rest) if not _is_filler(w) and not w.isdigit()]
     classes, synonyms, drugs = drug_classes(), _synonym_index(), _drug_names()
     groups: list[TermGroup] = []
     if condition is not None:
         groups.append(TermGroup(condition[1], _term_regex(condition[2]), True))
         topic = next((t for t in topics() if t.name == "medications"), topic)
+    # phrases of the vocabulary first, before filler words go ("hepatitis a", "calcium channel blocker")
+    phrases = _vocab_phrases()
+    for m in list(phrases.finditer(rest)) if phrases is not None else []:
+        key = m.group(0)
+        forms = set(classes.get(key, frozenset())) | set(synonyms.get(key, frozenset())) | {key}
+        groups.append(TermGroup(key, _term_regex(forms), key in classes or key in drugs))
+        rest = rest[:m.start()] + " " * (m.end() - m.start()) + rest[m.end():]
+    words = [w for w in _Q_WORD.findall(rest) if not _is_filler(w) and not w.isdigit()]
     i = 0
     while i < len(words):
         # two-word keys first ("beta blocker", "dust mite")
