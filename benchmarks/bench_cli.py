@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     result["total_s"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    merge_into_latest(result)
+    if args.out == RESULTS / "cli.json" and not args.fhir_base:  # a full run: next to bench_index's
+        merge_into_latest(result)
     print(table(result))  # noqa: T201 - a benchmark's report
     print(f"wrote {args.out}")  # noqa: T201
     return 0
