@@ -630,7 +630,7 @@ def _items(line: Line, parsed: ParsedQuestion) -> list[tuple[str, str]]:
     listing = line.category in ("allergies", "medications", "immunizations")
     if ";" in text and (listing or len(text) > 160):
         parts = [p.strip() for p in text.split(";")]
-    elif "," in text and listing:
+    elif "," in text and (listing or len(text) > 160):  # a long run-on list ("history of A, B, ... and C")
         parts = [p.strip() for p in text.split(",")]
     else:
         parts = [text]
@@ -642,6 +642,23 @@ def _items(line: Line, parsed: ParsedQuestion) -> list[tuple[str, str]]:
         quote = part if len(normalise(part)) >= MIN_QUOTE_CHARS else line.quote()
         out.append((part, quote))
     return out
+
+
+_LIST_SPLIT = re.compile(r"\s*(?:[;,]|\band\b)\s*")
+
+
+def _topic_items(line: Line, topic: Topic | None) -> list[tuple[str, str]]:
+    """(text, quote) of the items of a long list line ("history of A, B, employment (finding) and
+    C") that the topic's line patterns pick; the whole line when it is short or none is picked."""
+    text = line.clean
+    whole = [(text, line.quote())]
+    if topic is None or not topic.lines or len(text) <= 160:
+        return whole
+    parts = [p for p in _LIST_SPLIT.split(text) if p.strip()]
+    hits = [p.strip().rstrip(".") for p in parts if any(pat.search(p) for pat in topic.lines)]
+    if not hits or len(parts) < 3 or any(len(normalise(h)) < MIN_QUOTE_CHARS for h in hits):
+        return whole
+    return [(h, h) for h in hits]
 
 
 def _list_block(note: Note, anchor: Line) -> list[Line]:
@@ -707,7 +724,7 @@ def _result(note: Note, lines: list[Line], parsed: ParsedQuestion, label: str | 
     texts: list[str] = []
     evidence: list[tuple[str, str]] = []
     for ln in lines[:MAX_ANSWER_LINES]:
-        items = _items(ln, parsed) if parsed.groups else [(ln.clean, ln.quote())]
+        items = _items(ln, parsed) if parsed.groups else _topic_items(ln, parsed.topic)
         for text, quote in items:
             if text.lower() in seen:
                 continue
