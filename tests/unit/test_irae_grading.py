@@ -355,3 +355,12 @@ def test_an_unrelated_admission_after_an_outpatient_event_does_not_grade_it():
              ("2026-02-09", "ED: mechanical fall on ice, wrist fracture, admitted overnight for analgesia.")]
     ev = run(notes)[1]["endocrine"]
     assert ev["ctcae_grade"] == 2
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Bowels open 6 times a day, usually once.", 2),      # 5 over baseline
+    ("BO x9/day since Monday.", 3),
+    ("Bristol type 6 stools 3 times daily, baseline twice.", 1),  # the Bristol type is not a count
+])
+def test_stool_counts_in_other_phrasings(text, expected):
+    assert grade("colitis", text, "diarrhea") == expected

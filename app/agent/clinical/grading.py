@@ -313,15 +313,20 @@ def _stools(text: str) -> tuple[float, str] | None:
         r"(\d+)(?:\s*(?:-|to)\s*(\d+))?\s*(?:\+\s*)?(?:x\s*)?(?:watery |loose |liquid |bloody |non-bloody |soft )?"
         r"(?:stools?|bms?|bowel movements?|episodes|motions|times)\s*(?:/|per|a|each)\s*(?:day|d\b|24 ?h)", text, _I)]
     counts += [int(m.group(2) or m.group(1)) for m in re.finditer(
-        r"(?:stools?|bms?|bowel movements?|diarrh\w+)[^.;\n]{0,20}?(\d+)(?:\s*(?:-|to)\s*(\d+))?\s*(?:x\s*)?"
-        r"(?:/\s*(?:day|d)\b|per day|a day|times (?:a|per) day|daily)", text, _I)]
+        r"(?:stools?|bms?|bowel movements?|bowels (?:open|opened|opening)|bo\b|motions|diarrh\w+)[^.;\n]{0,20}?"
+        r"(?<!type )(?<!type)(\d+)(?:\s*(?:-|to)\s*(\d+))?\s*(?:x\s*)?"
+        r"(?:/\s*(?:day|d|24 ?h)\b|per day|a day|times (?:a |per )?day|times daily|x daily|daily)", text, _I)]
     counts = [c for c in counts if c < 40]
     if counts:
-        base = re.search(r"(?:baseline|usual(?:ly)?|normally)\s*(?:of|is|was|=|:)?\s*(\d+)"
-                         r"|\((?:usual|baseline)\s*(\d+)\)", text, _I)
+        base = re.search(r"(?:baseline|usual(?:ly)?|normally|normal for (?:her|him) is)\s*(?:of|is|was|=|:)?\s*"
+                         r"(\d+|once|twice)|\((?:usual|baseline)\s*(\d+)\)", text, _I)
         top = max(counts)
-        if base and int(base.group(1) or base.group(2)) < top:
-            b = int(base.group(1) or base.group(2))
+        words = {"once": 1, "twice": 2}
+        b = None
+        if base:
+            raw = (base.group(1) or base.group(2)).lower()
+            b = words.get(raw) or int(raw)
+        if b is not None and b < top:
             cand = (top - b, f"{top} stools/day against a baseline of {b}")
         else:
             cand = (top, f"{top} stools/day")
