@@ -349,6 +349,7 @@ class Topic:
     terms_anywhere: bool = False
     not_in: tuple[str, ...] = ()
     fallback_drug_names: bool = False
+    whole_section: bool = False  # every line of the topic's own section answers (`lines` only elsewhere)
 
 
 @functools.cache
@@ -360,7 +361,8 @@ def topics() -> tuple[Topic, ...]:
                        fallback=_regexes(t.get("fallback", [])),
                        modifiers=_phrase_pattern(t.get("modifiers", [])),
                        terms_anywhere=bool(t.get("terms_anywhere")), not_in=tuple(t.get("not_in", [])),
-                       fallback_drug_names=bool(t.get("fallback_drug_names")))
+                       fallback_drug_names=bool(t.get("fallback_drug_names")),
+                       whole_section=bool(t.get("whole_section")))
                  for t in vocab("topics.yaml")["topics"])
 
 
@@ -414,10 +416,11 @@ def _asks_vaccine(q: str) -> bool:
 
 
 # "on anything for", "taking for her", "treatment of", "to control": a condition named as what a drug is for
-_FOR_CONDITION = (r"(?:(?<![a-z])for|(?<![a-z])treat(?:s|ed|ing|ment)?(?:\s+(?:of|for))?|(?<![a-z])to\s+(?:treat|control|"
-                  r"manage|help(?:\s+with)?)|(?<![a-z])control(?:ling)?|(?<![a-z])manag(?:e|es|ing|ement)(?:\s+of)?|"
+_FOR_CONDITION = (r"(?:(?<![a-z])for|(?<![a-z])treat(?:s|ed|ing|ment)?(?:\s+(?:of|for))?|"
+                  r"(?<![a-z])to\s+(?:treat|control|manage|help(?:\s+with)?)|(?<![a-z])control(?:ling)?|(?<![a-z])manag(?:e|es|ing|ement)(?:\s+of)?|"
                   r"(?<![a-z])help(?:s|ing)?\s+with)\s+(?:(?:his|her|their|the|this|that|its|my|your|any|a|an)\s+)?")
-_CONDITION_MEDS = r"(?=\s+(?:med|meds|medication|medications|medicine|medicines|drugs?|pills?|treatment|therapy|rx|regimen)(?![a-z]))"
+_CONDITION_MEDS = (r"(?=\s+(?:med|meds|medication|medications|medicine|medicines|drugs?|pills?|treatment|therapy|rx|"
+                   r"regimen)(?![a-z]))")
 _MED_CUE = re.compile(r"(?<![a-z])(?:on|take|takes|taking|took|using|uses|use|prescribed|meds?|medications?|"
                       r"medicines?|drugs?|pills?|treatment|treated|treating|therapy|rx|anything|something|given)"
                       r"(?![a-z])")
@@ -524,6 +527,7 @@ class ParsedQuestion:
     groups: tuple[TermGroup, ...]
     earliest: bool
     trend: bool = False  # "BP trend": the newest notes that answer, one sentence each
+    also: tuple[Topic, ...] = ()  # more topics of the same sections ("height and weight"), each answered
 
     def coverage(self, text: str) -> int:
         return sum(1 for g in self.groups if g.pattern.search(text))
@@ -564,13 +568,9 @@ def parse_question(question: str) -> ParsedQuestion:
         rest = trend_pat.sub(" ", rest)
     rest = re.sub(r"'s\b", " ", rest)
     topic = primary[0] if primary else None
-    if topic is not None and topic.lines:
-        # "height and weight?": topics answered by the same sections answer together
-        siblings = [t for t in primary if t.sections == topic.sections and t.lines]
-        if len(siblings) > 1:
-            topic = dataclasses.replace(topic, name="+".join(t.name for t in siblings),
-                                        lines=tuple(p for t in siblings for p in t.lines),
-                                        exclude=tuple(p for t in siblings for p in t.exclude))
+    # "height and weight?": the other topics answered by the same sections are answered too
+    also = tuple(t for t in primary[1:] if topic is not None and topic.lines and t.lines
+                 and t.sections == topic.sections)
     if topic is not None and topic.modifiers is not None:
         rest = topic.modifiers.sub(" ", rest)
     classes, synonyms, drugs = drug_classes(), _synonym_index(), _drug_names()
@@ -612,7 +612,8 @@ def parse_question(question: str) -> ParsedQuestion:
         topic = next((t for t in topics() if t.name == "immunizations"), None)
     if topic is None and any(g.drug for g in groups):
         topic = next((t for t in topics() if t.name == "medications"), None)
-    return ParsedQuestion(topic=topic, groups=tuple(groups), earliest=earliest, trend=trend)
+    return ParsedQuestion(topic=topic, groups=tuple(groups), earliest=earliest, trend=trend,
+                          also=also if topic is not None and topic.name != "medications" else ())
 
 
 # -- answering --------------------------------------------------------------------------------
@@ -699,7 +700,7 @@ def _topic_lines(note: Note, topic: Topic, parsed: ParsedQuestion, where: str) -
         return []
     if where == "section":
         lines = note.section_lines(topic.sections)
-        if topic.lines:
+        if topic.lines and not topic.whole_section:
             lines = [ln for ln in lines if any(p.search(ln.text) for p in topic.lines)]
     elif where == "anywhere":
         lines = [ln for ln in note.lines() if ln.category not in ("family", "education")
@@ -769,33 +770,48 @@ def answer(tools: Tools, question: str) -> BackendResult:
     notes = NoteSet(tools)
     order = list(notes.oldest_first() if parsed.earliest else notes.newest_first())
     topic = parsed.topic
+    if topic is not None and parsed.also:
+        found = [r for r in (_answer_topic(dataclasses.replace(parsed, topic=t), order)[0]
+                             for t in (topic, *parsed.also)) if r is not None]
+        return _merge(found) if found else _not_found()
     if topic is not None:
-        label = None
-        has_section = False
-        for where in ("section", "anywhere", "terms", "fallback"):
-            if where == "anywhere" and not (topic.anywhere and topic.lines):
-                continue
-            if where == "terms" and not (topic.terms_anywhere and parsed.groups):
-                continue
-            if where == "fallback" and (not topic.fallback or has_section):
-                continue
-            series: list[BackendResult] = []
-            for note in order:
-                if where == "section" and not has_section:
-                    has_section = any(section_category(c.section) in topic.sections for c in note.chunks) \
-                        or bool(note.section_lines(topic.sections))
-                lines = _topic_lines(note, topic, parsed, where)
-                if lines:
-                    series.append(_result(note, lines, parsed, label))
-                    if not parsed.trend or len(series) >= _trend_notes():
-                        break
-            if series:
-                return _merge(series)
+        result, has_section = _answer_topic(parsed, order)
+        if result is not None:
+            return result
         if not parsed.groups or has_section:
             return _not_found()
     if not parsed.groups:
         return _not_found()
     return _free_text(tools, notes, order, parsed, question)
+
+
+def _answer_topic(parsed: ParsedQuestion, order: list[Note]) -> tuple[BackendResult | None, bool]:
+    """The answer of the question's topic (None when no note has it) and whether some note has
+    the topic's section."""
+    topic = parsed.topic
+    assert topic is not None
+    label = None
+    has_section = False
+    for where in ("section", "anywhere", "terms", "fallback"):
+        if where == "anywhere" and not (topic.anywhere and topic.lines):
+            continue
+        if where == "terms" and not (topic.terms_anywhere and parsed.groups):
+            continue
+        if where == "fallback" and (not topic.fallback or has_section):
+            continue
+        series: list[BackendResult] = []
+        for note in order:
+            if where == "section" and not has_section:
+                has_section = any(section_category(c.section) in topic.sections for c in note.chunks) \
+                    or bool(note.section_lines(topic.sections))
+            lines = _topic_lines(note, topic, parsed, where)
+            if lines:
+                series.append(_result(note, lines, parsed, label))
+                if not parsed.trend or len(series) >= _trend_notes():
+                    break
+        if series:
+            return _merge(series), has_section
+    return None, has_section
 
 
 def _absent_terms(notes: NoteSet, parsed: ParsedQuestion) -> bool:

@@ -1,0 +1,190 @@
+"""Chart questions, the rules added for questions clinicians type (issue 10, item 4).
+
+Each rule has a test here on notes written for these tests (SOAP with abbreviations, a
+telegraphic follow-up, a telephone note, a narrative consult); no sentence is taken from a corpus
+or a generator's templates.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.agent.backends.offline import OfflineBackend
+from app.agent.clinical.question import parse_question
+from app.agent.runtime import run_task
+from app.agent.tasks import TASKS
+from tests.unit.test_clinical_question_fixtures import chart
+
+ANNUAL = ("n-2023", "2023-05-10T08:40:00+00:00",
+          "Subjective: here for her yearly physical. Works as a bus driver and lives with her wife.\n"
+          "Denies illicit drug use. Two beers on weekends.\n\n"
+          "PMH: GERD, prediabetes, hypertension\n\n"
+          "PSH: laparoscopic cholecystectomy 2015; tonsillectomy as a child\n\n"
+          "Medications:\nomeprazole 20 mg daily; lisinopril 20 mg daily; amlodipine 5 mg daily; "
+          "sertraline 50 mg daily\n\n"
+          "Immunizations:\nTdap given today.\nDeclined the influenza vaccine.\n\n"
+          "Vital Signs:\nBP 142/88\nHR 78\nHeight 165 cm\nWeight 71 kg\n\n"
+          "Assessment and Plan:\nHTN above goal, lisinopril increased. GERD stable on omeprazole.\n")
+COUGH = ("n-2025", "2025-02-03T16:05:00+00:00",
+         "Reason for visit: cough for five days\n\n"
+         "Medications:\nomeprazole 20 mg daily; lisinopril 40 mg daily; amlodipine 5 mg daily; sertraline 50 mg daily; "
+         "azithromycin 250 mg for five days\n\n"
+         "Vital Signs:\nBP 131/79\nHR 84\nWeight 70.2 kg\n\n"
+         "Social History:\nUnemployed since January. Staying with her sister after an eviction.\n\n"
+         "Assessment:\nAcute bronchitis, no pneumonia on exam.\n")
+PHONE = ("n-2026", "2026-06-20T11:00:00+00:00",
+         "Reason for visit: refill request by telephone\n\n"
+         "Vital Signs:\nnot obtained, telephone encounter\n\n"
+         "Plan:\nOmeprazole refilled for 90 days.\n")
+
+
+@pytest.fixture(scope="module")
+def visits():
+    return chart([ANNUAL, COUGH, PHONE])
+
+
+def ask(c, question):
+    draft = run_task(c, TASKS["question"], OfflineBackend(), question=question)
+    assert draft.status == "completed"  # never loop_detected / limit_exceeded
+    return draft, {doc for doc, _ in draft.cited_documents()}
+
+
+# -- a condition names the drugs that treat it (synonyms.yaml condition_drugs) -----------------
+
+def test_on_anything_for_a_condition_reads_the_newest_medication_list_for_its_drugs(visits):
+    draft, cited = ask(visits, "Is she on anything for her reflux?")
+    assert cited == {"n-2025"} and "omeprazole" in draft.text.lower()
+    assert "lisinopril" not in draft.text.lower() and "sertraline" not in draft.text.lower()
+
+
+def test_condition_then_meds_shorthand(visits):
+    draft, cited = ask(visits, "BP meds?")
+    text = draft.text.lower()
+    assert cited == {"n-2025"} and "lisinopril 40 mg" in text and "amlodipine" in text
+    assert "omeprazole" not in text and "142/88" not in text  # drugs, not the readings
+
+
+def test_condition_with_no_drug_in_the_chart_is_not_found(visits):
+    draft, cited = ask(visits, "What is she taking for seizures?")
+    assert not draft.answer_found and not cited
+
+
+def test_a_plan_for_a_condition_is_not_a_drug_question():
+    assert parse_question("What is the plan for his hypertension?").topic.name != "medications"
+    assert parse_question("What does he take for his mood?").topic.name == "medications"
+
+
+# -- vaccines (synonyms.yaml vaccines, vaccine_names, vaccine_cues) ---------------------------
+
+def test_up_to_date_on_tetanus_finds_the_older_note_with_tdap(visits):
+    draft, cited = ask(visits, "Is she up to date on tetanus?")
+    assert cited == {"n-2023"} and "tdap" in draft.text.lower()
+
+
+def test_flu_shot_finds_influenza_even_when_declined(visits):
+    draft, cited = ask(visits, "last flu shot?")
+    assert cited == {"n-2023"} and "influenza" in draft.text.lower()
+
+
+def test_a_disease_alone_is_not_a_vaccine_question():
+    assert parse_question("Has she had shingles?").topic is None
+    assert parse_question("Is he due for shingles?").topic.name == "immunizations"
+    assert parse_question("Tdap?").topic.name == "immunizations"
+
+
+def test_a_vaccine_the_chart_never_names_is_not_found(visits):
+    draft, cited = ask(visits, "Has she had the hepatitis A vaccine?")
+    assert not draft.answer_found and not cited
+
+
+# -- social history topics -------------------------------------------------------------------
+
+def test_drug_use_is_substance_use_not_the_medication_list(visits):
+    draft, cited = ask(visits, "Does she use drugs?")
+    assert cited == {"n-2023"} and "illicit" in draft.text.lower() and "omeprazole" not in draft.text.lower()
+
+
+def test_work_and_housing_from_the_newest_note_that_states_them(visits):
+    draft, cited = ask(visits, "What does she do for work?")
+    assert cited == {"n-2025"} and "unemployed" in draft.text.lower()
+    draft, cited = ask(visits, "Living situation?")
+    assert cited == {"n-2025"} and "sister" in draft.text.lower()
+
+
+def test_screening_procedures_are_not_substance_use():
+    c = chart([("s-1", "2024-01-01T09:00:00+00:00",
+                "Plan:\nScreening for drug abuse performed, negative.\nBrief counselling given.\n")])
+    draft, cited = ask(c, "Any substance use?")
+    assert not draft.answer_found and not cited
+
+
+# -- surgery -------------------------------------------------------------------------------
+
+def test_surgical_history_and_an_organ_taken_out(visits):
+    draft, cited = ask(visits, "any surgeries?")
+    assert cited == {"n-2023"} and "cholecystectomy" in draft.text.lower() and "tonsillectomy" in draft.text.lower()
+    draft, cited = ask(visits, "Has she had her gallbladder out?")
+    assert cited == {"n-2023"} and "cholecystectomy" in draft.text.lower()
+
+
+# -- the last visit, recency wording ---------------------------------------------------------
+
+def test_when_last_seen_is_the_newest_note(visits):
+    draft, cited = ask(visits, "When was she last seen?")
+    assert cited == {"n-2026"} and "2026-06-20" in draft.text and "refill" in draft.text.lower()
+
+
+def test_a_reading_as_of_the_last_visit_is_the_newest_note_that_has_it(visits):
+    draft, cited = ask(visits, "As of the last visit, what was her blood pressure?")
+    assert cited == {"n-2025"} and "131/79" in draft.text
+
+
+def test_done_at_the_last_visit_is_no_search_term():
+    assert [g.word for g in parse_question("What procedures were done at the last visit?").groups] == []
+
+
+# -- trend -----------------------------------------------------------------------------------
+
+def test_a_trend_cites_the_newest_notes_that_answer_newest_first(visits):
+    draft, cited = ask(visits, "BP trend")
+    assert cited == {"n-2025", "n-2023"}
+    assert draft.text.index("131/79") < draft.text.index("142/88")
+    assert len(draft.sentences) == 2 and all(s.supported for s in draft.sentences)
+
+
+# -- phrases, adjectives, several vitals at once ---------------------------------------------
+
+def test_vocabulary_phrases_survive_filler_words():
+    words = [g.word for g in parse_question("Is he on a calcium channel blocker?").groups]
+    assert words == ["calcium channel blocker"]
+    assert "hepatitis a" in [g.word for g in parse_question("hepatitis A vaccination given?").groups]
+
+
+def test_calcium_channel_blocker_finds_the_agent(visits):
+    draft, cited = ask(visits, "Is she on a calcium channel blocker?")
+    assert cited == {"n-2025"} and "amlodipine" in draft.text.lower() and "lisinopril" not in draft.text.lower()
+
+
+def test_an_adjective_finds_its_noun(visits):
+    draft, cited = ask(visits, "Is she prediabetic?")
+    assert cited == {"n-2023"} and "prediabetes" in draft.text.lower()
+
+
+def test_height_and_weight_each_from_their_newest_note(visits):
+    draft, cited = ask(visits, "height and weight?")
+    assert cited == {"n-2023", "n-2025"}
+    assert "165 cm" in draft.text and "70.2 kg" in draft.text and "71 kg" not in draft.text
+
+
+# -- long run-on lines -----------------------------------------------------------------------
+
+def test_a_long_list_line_is_quoted_by_its_matching_item():
+    consult = ("c-1", "2025-09-09T10:00:00+00:00",
+               "History of Present Illness:\n58 year old retired machinist with COPD, CKD stage 3, osteoarthritis "
+               "of both knees, alcohol use disorder in sustained remission since 2009, a left inguinal hernia "
+               "repair in 2001, and hearing loss for which he wears aids.\n")
+    c = chart([consult])
+    draft, cited = ask(c, "Is he still working?")
+    assert cited == {"c-1"} and "retired machinist" in draft.text and "hearing" not in draft.text
+    draft, _ = ask(c, "Has he had hernia surgery?")
+    assert "inguinal hernia repair" in draft.text and "COPD" not in draft.text
