@@ -188,3 +188,43 @@ def test_a_long_list_line_is_quoted_by_its_matching_item():
     assert cited == {"c-1"} and "retired machinist" in draft.text and "hearing" not in draft.text
     draft, _ = ask(c, "Has he had hernia surgery?")
     assert "inguinal hernia repair" in draft.text and "COPD" not in draft.text
+
+
+# -- wording of the usual questions ----------------------------------------------------------
+
+def test_a_trigger_inside_a_longer_vocabulary_phrase_is_that_phrase():
+    # "blood pressure" inside "high blood pressure" (hypertension) is no blood-pressure reading question
+    parsed = parse_question("Does he have high blood pressure?")
+    assert parsed.topic is None and [g.word for g in parsed.groups] == ["high blood pressure"]
+    assert parsed.groups[0].pattern.search("Hypertension, well controlled")
+
+
+def test_high_blood_pressure_finds_hypertension_not_a_reading(visits):
+    draft, cited = ask(visits, "Does she have high blood pressure?")
+    assert draft.answer_found and "hypertension" in draft.text.lower() and "142/88" not in draft.text
+
+
+def test_words_qualifying_a_reading_are_not_search_terms(visits):
+    draft, cited = ask(visits, "Was her BP high?")
+    assert cited == {"n-2025"} and "131/79" in draft.text
+    draft, cited = ask(visits, "How heavy is she?")
+    assert cited == {"n-2025"} and "70.2" in draft.text
+
+
+def test_reactions_to_medications_is_the_allergy_list():
+    c = chart([("a-1", "2024-04-04T09:00:00+00:00",
+                "Allergies: latex (contact dermatitis); morphine - itching\n\n"
+                "Medications: levothyroxine 75 mcg daily\n")])
+    draft, cited = ask(c, "Reactions to any medications?")
+    assert cited == {"a-1"} and "morphine" in draft.text and "levothyroxine" not in draft.text
+
+
+def test_taking_anything_is_the_medication_list(visits):
+    draft, cited = ask(visits, "Is she taking anything regularly?")
+    assert cited == {"n-2025"} and "sertraline" in draft.text
+
+
+def test_problem_list_and_suffer_are_no_search_terms(visits):
+    draft, cited = ask(visits, "Is GERD on her problem list?")
+    assert "n-2023" in cited and "GERD" in draft.text
+    assert [g.word for g in parse_question("Does he suffer from gout?").groups] == ["gout"]

@@ -468,6 +468,12 @@ def _vocab_phrases() -> re.Pattern[str] | None:
 
 
 @functools.cache
+def _named_phrases() -> re.Pattern[str] | None:
+    """Every multi-word key of the vocabulary (synonym groups, vaccines, drug classes)."""
+    return _phrase_pattern(k for k in [*_synonym_index(), *drug_classes()] if " " in k)
+
+
+@functools.cache
 def _drug_names() -> frozenset[str]:
     return frozenset(m for members in drug_classes().values() for m in members)
 
@@ -544,6 +550,11 @@ def parse_question(question: str) -> ParsedQuestion:
     q = question.lower().replace("\u2019", "'")
     spans = {t.name: [m.span() for m in t.triggers.finditer(q)] for t in topics() if t.triggers is not None}
     matched = [t for t in topics() if spans.get(t.name)]
+    # a trigger inside a longer phrase of the vocabulary is that phrase's word ("blood pressure" in
+    # "high blood pressure" → hypertension, "shot" in "flu shot")
+    named = [m.span() for m in _named_phrases().finditer(q)] if _named_phrases() is not None else []
+    matched = [t for t in matched if not all(any(a <= s and e <= b and (b - a) > (e - s) for a, b in named)
+                                             for s, e in spans[t.name])]
 
     def inside_other(t: Topic) -> bool:  # every hit of t lies inside a longer hit of another topic
         return all(any(o.name != t.name and a <= s and e <= b and (b - a) > (e - s)
