@@ -196,6 +196,8 @@ class PatientChart:
     def ensure_vectors(self) -> int:
         """Embed every indexed chunk that has no vector yet (``vectors="on_demand"``);
         returns how many were given one. Immediate when none is missing."""
+        if not self.index.vectors_missing:  # the eager build, or already done: no lock taken
+            return 0
         with self.embed_lock:
             with self.lock:
                 missing = self.index.chunks_without_vectors()
