@@ -228,3 +228,26 @@ def test_problem_list_and_suffer_are_no_search_terms(visits):
     draft, cited = ask(visits, "Is GERD on her problem list?")
     assert "n-2023" in cited and "GERD" in draft.text
     assert [g.word for g in parse_question("Does he suffer from gout?").groups] == ["gout"]
+
+
+def test_a_diagnosis_asked_by_name_is_the_newest_note_naming_it_in_any_section():
+    c = chart([("d-1", "2019-01-15T09:00:00+00:00", "Assessment:\nMild persistent asthma, new diagnosis.\n"),
+               ("d-2", "2025-07-01T09:00:00+00:00",
+                "HPI:\nKnown asthma, uses albuterol about twice a month.\n\nAssessment:\nAnkle sprain.\n"),
+               ("d-3", "2026-02-01T09:00:00+00:00", "Family History:\nBrother with asthma.\n\nAssessment:\nWart.\n")])
+    draft, cited = ask(c, "Has she been diagnosed with asthma?")
+    assert cited == {"d-2"} and "albuterol" in draft.text  # not the 2019 assessment, not the brother
+    draft, cited = ask(c, "What was the diagnosis?")
+    assert cited == {"d-3"} and "Wart" in draft.text
+
+
+def test_lab_panel_abbreviations_and_chat_words(visits):
+    c = chart([("l-1", "2025-11-02T09:00:00+00:00",
+                "Labs:\nBasic metabolic panel and lipid profile sent today.\n")])
+    draft, cited = ask(c, "When was her BMP last drawn?")
+    assert cited == {"l-1"} and "2025-11-02" in draft.text
+    for question in ("What did her last blood pressure read?", "How was her BP at the last check-up?"):
+        draft, cited = ask(visits, question)
+        assert cited == {"n-2025"} and "131/79" in draft.text
+    draft, cited = ask(visits, "What is she allergic to, if anything?")
+    assert not draft.answer_found  # no allergy section in these notes: not a guess

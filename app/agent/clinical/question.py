@@ -350,6 +350,7 @@ class Topic:
     not_in: tuple[str, ...] = ()
     fallback_drug_names: bool = False
     whole_section: bool = False  # every line of the topic's own section answers (`lines` only elsewhere)
+    terms_first: bool = False  # an item asked about ("diagnosed with X?") is sought in every section first
 
 
 @functools.cache
@@ -362,7 +363,7 @@ def topics() -> tuple[Topic, ...]:
                        modifiers=_phrase_pattern(t.get("modifiers", [])),
                        terms_anywhere=bool(t.get("terms_anywhere")), not_in=tuple(t.get("not_in", [])),
                        fallback_drug_names=bool(t.get("fallback_drug_names")),
-                       whole_section=bool(t.get("whole_section")))
+                       whole_section=bool(t.get("whole_section")), terms_first=bool(t.get("terms_first")))
                  for t in vocab("topics.yaml")["topics"])
 
 
@@ -803,10 +804,12 @@ def _answer_topic(parsed: ParsedQuestion, order: list[Note]) -> tuple[BackendRes
     assert topic is not None
     label = None
     has_section = False
-    for where in ("section", "anywhere", "terms", "fallback"):
+    passes = ("terms", "section", "anywhere", "fallback") if topic.terms_first and parsed.groups \
+        else ("section", "anywhere", "terms", "fallback")
+    for where in passes:
         if where == "anywhere" and not (topic.anywhere and topic.lines):
             continue
-        if where == "terms" and not (topic.terms_anywhere and parsed.groups):
+        if where == "terms" and not ((topic.terms_anywhere or topic.terms_first) and parsed.groups):
             continue
         if where == "fallback" and (not topic.fallback or has_section):
             continue
