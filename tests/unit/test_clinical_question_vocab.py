@@ -251,3 +251,14 @@ def test_lab_panel_abbreviations_and_chat_words(visits):
         assert cited == {"n-2025"} and "131/79" in draft.text
     draft, cited = ask(visits, "What is she allergic to, if anything?")
     assert not draft.answer_found  # no allergy section in these notes: not a guess
+
+
+def test_spacy_stop_words_are_filler_except_the_meaningful_ones():
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    from app.agent.clinical.question import _spacy_stop_words
+
+    assert set(_spacy_stop_words()) == {w for w in STOP_WORDS if w.isalpha()}  # read without importing spaCy
+    assert [g.word for g in parse_question("Is she really still on amlodipine, though?").groups] == ["amlodipine"]
+    words = [g.word for g in parse_question("Any back pain without fever?").groups]
+    assert "back" in words and "without" in words

@@ -374,7 +374,27 @@ def _empty_lines() -> tuple[re.Pattern[str], ...]:
 
 @functools.cache
 def _filler() -> frozenset[str]:
-    return frozenset(w.lower() for w in vocab("topics.yaml")["filler"])
+    """``topics.yaml`` filler plus spaCy's English stop words (less those ``stop_words_kept`` says
+    carry meaning in a clinical question: "back" pain, "side" effects, "without" aura)."""
+    words = {w.lower() for w in vocab("topics.yaml")["filler"]}
+    kept = {w.lower() for w in vocab("topics.yaml").get("stop_words_kept", [])}
+    return frozenset(words | {w for w in _spacy_stop_words() if w.isalpha()} - kept)
+
+
+def _spacy_stop_words() -> frozenset[str]:
+    """spaCy's English stop-word list, read from its module file without importing spaCy (2 s)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("spacy")
+    if spec is None or spec.origin is None:  # spaCy is a dependency (medspacy); else the curated list
+        return frozenset()
+    path = Path(spec.origin).parent / "lang" / "en" / "stop_words.py"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return frozenset()
+    block = re.search(r'"""(.*?)"""', text, re.DOTALL)  # STOP_WORDS = set(""" a about ... """.split())
+    return frozenset(block.group(1).split()) if block else frozenset()
 
 
 @functools.cache
