@@ -262,3 +262,24 @@ def test_spacy_stop_words_are_filler_except_the_meaningful_ones():
     assert [g.word for g in parse_question("Is she really still on amlodipine, though?").groups] == ["amlodipine"]
     words = [g.word for g in parse_question("Any back pain without fever?").groups]
     assert "back" in words and "without" in words
+
+
+def test_typed_shorthand_without_apostrophes_and_chat(visits):
+    draft, cited = ask(visits, "whats she on right now")
+    assert cited == {"n-2025"} and "azithromycin" in draft.text
+    draft, cited = ask(visits, "what was her bp at the last physical")
+    assert cited == {"n-2025"} and "131/79" in draft.text
+    draft, cited = ask(visits, "why was she here last")
+    assert cited == {"n-2026"} and "refill" in draft.text.lower()
+
+
+def test_treated_for_a_condition_leaves_no_stray_term(visits):
+    parsed = parse_question("Is she being treated for hypertension?")
+    assert parsed.topic.name == "medications" and [g.word for g in parsed.groups] == ["hypertension"]
+    draft, cited = ask(visits, "Is she being treated for hypertension?")
+    assert cited == {"n-2025"} and "lisinopril 40 mg" in draft.text and "omeprazole" not in draft.text
+
+
+def test_the_example_after_like_is_what_is_asked():
+    assert [g.word for g in parse_question("Any stomach trouble like reflux?").groups] == ["reflux"]
+    assert [g.word for g in parse_question("Any lung disease such as asthma?").groups] == ["asthma"]

@@ -466,7 +466,7 @@ def _condition_drugs() -> tuple[tuple[re.Pattern[str], frozenset[str]], ...]:
 
 
 def _condition_request(q: str) -> tuple[tuple[int, int], str, frozenset[str]] | None:
-    """("on anything for reflux?") → (span of "reflux", the condition, the drugs that treat it), when
+    """("on anything for reflux?") → (span of "for reflux", the condition, the drugs that treat it), when
     the question also speaks of taking something; None otherwise ("plan for his hypertension")."""
     if not _MED_CUE.search(q):
         return None
@@ -474,8 +474,8 @@ def _condition_request(q: str) -> tuple[tuple[int, int], str, frozenset[str]] | 
     for pattern, forms in _condition_drugs():
         for m in pattern.finditer(q):
             g = 1 if m.group(1) is not None else 2
-            if best is None or (m.end(g) - m.start(g)) > (best[0][1] - best[0][0]):
-                best = (m.span(g), m.group(g), forms)
+            if best is None or (m.end(g) - m.start(g)) > len(best[1]):
+                best = (m.span(), m.group(g), forms)  # the whole "treated for <condition>" leaves the terms
     return best
 
 
@@ -599,6 +599,10 @@ def parse_question(question: str) -> ParsedQuestion:
     if trend_pat:
         rest = trend_pat.sub(" ", rest)
     rest = re.sub(r"'s\b", " ", rest)
+    # "any GI issues like reflux?": the example after "like" / "such as" is what is asked about
+    example = list(re.finditer(r"(?<![a-z])(?:like|such as|e\.g\.|eg|including)(?![a-z])", rest))
+    if example and _Q_WORD.search(rest[example[-1].end():]):
+        rest = " " * example[-1].end() + rest[example[-1].end():]
     topic = primary[0] if primary else None
     # "height and weight?": the other topics answered by the same sections are answered too
     also = tuple(t for t in primary[1:] if topic is not None and topic.lines and t.lines
