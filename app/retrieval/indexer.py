@@ -171,12 +171,14 @@ class PatientChart:
             return c.document_id in allowed and (
                 wanted_sections is None or (c.section or "").lower() in wanted_sections)
 
-        if mode != "sparse":
-            self.ensure_vectors()
         vector = self.embedder.encode([query])[0] if mode != "sparse" else \
             np.zeros(self.index.dim, dtype=np.float32)
-        with self.lock:
-            return self.index.search(vector, query, k=k, mode=mode, allow=allow)
+        while True:  # on demand, a build still running may add chunks meanwhile: embed those too
+            if mode != "sparse":
+                self.ensure_vectors()
+            with self.lock:
+                if mode == "sparse" or not self.index.vectors_missing:
+                    return self.index.search(vector, query, k=k, mode=mode, allow=allow)
 
     def visible_conditions(self) -> list[dict]:
         """The Conditions this role may see; the policy decision is repeated (defence in depth)."""

@@ -126,3 +126,19 @@ def test_on_demand_vectors_go_through_the_cache(tmp_path: Path) -> None:
 def test_unknown_vector_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="vectors must be one of"):
         _chart(HashingEmbedder(), "later")
+
+
+def test_chunks_added_after_the_first_search_get_vectors_at_the_next() -> None:
+    emb = HashingEmbedder()
+    chart = _chart(emb, "on_demand")
+    chart.search(QUERIES[0], k=3)
+    later = _chunk(0, "pembrolizumab infusion reaction, grade 1", doc="late-note")
+    chart.documents = {**chart.documents, "late-note": next(iter(chart.documents.values()))}
+    with chart.lock:
+        chart.index.add([later], None)  # as a build still running would
+    assert chart.index.vectors_missing == 1
+    assert chart.ensure_vectors() == 1 and chart.ensure_vectors() == 0
+    with chart.lock:
+        chart.index.add([_chunk(50, "a second late chunk", doc="late-note")], None)
+    assert chart.search("late chunk", k=3, mode="dense")  # embeds it first, never refuses
+    assert chart.index.vectors_missing == 0
