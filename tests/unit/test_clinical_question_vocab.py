@@ -283,3 +283,13 @@ def test_treated_for_a_condition_leaves_no_stray_term(visits):
 def test_the_example_after_like_is_what_is_asked():
     assert [g.word for g in parse_question("Any stomach trouble like reflux?").groups] == ["reflux"]
     assert [g.word for g in parse_question("Any lung disease such as asthma?").groups] == ["asthma"]
+
+
+def test_lay_words_and_qualifiers_reach_the_chart_term():
+    c = chart([("q-1", "2024-03-03T09:00:00+00:00",
+                "Problem list:\nIron deficiency anemia\nRecurrent cystitis\n\n"
+                "Vital Signs:\nBMI 29.4\n\nProcedures:\nColonoscopy 2019, two polyps removed\n")])
+    for question, want in (("Is she anemic?", "anemia"), ("Any bladder infections?", "cystitis"),
+                           ("Is her BMI in the overweight range?", "29.4"), ("Any prior colonoscopy?", "polyps")):
+        draft, cited = ask(c, question)
+        assert cited == {"q-1"} and want in draft.text, question
