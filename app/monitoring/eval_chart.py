@@ -193,6 +193,8 @@ def evaluate_summaries(backend: Backend, embedder: Any, data: Path, *,
 def evaluate_chart_tasks(backend: Backend, embedder: Any, data: Path) -> dict[str, Any]:
     """Questions and summaries on one corpus, charts built once."""
     patients = [q["patient"] for q in _gold(data, "questions.json")]
+    if (data / "gold" / EXTRA_QUESTIONS).exists():
+        patients += [q["patient"] for q in _gold(data, EXTRA_QUESTIONS)]
     patients += [s["patient"] for s in _gold(data, "summaries.json")]
     charts = load_charts(data, patients, embedder)
     return {"questions": evaluate_questions(backend, embedder, data, charts=charts),

@@ -96,3 +96,27 @@ def test_a_small_corpus_end_to_end(tmp_path):
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(EvalDataError):
         evaluate_chart_tasks(OfflineBackend(), HashingEmbedder(64, model_id="t"), tmp_path)
+
+
+def test_extra_questions_are_scored_apart(tmp_path):
+    (tmp_path / "bundles").mkdir()
+    (tmp_path / "gold").mkdir()
+    for pid, text in (("p1", "Medications: metformin 500 mg twice daily\n"),
+                      ("p2", "Immunizations: Tdap given, left deltoid\n")):
+        (tmp_path / "bundles" / f"{pid}.json").write_text(
+            json.dumps(_bundle(pid, [(f"{pid}-d", "2026-03-01T10:00:00+00:00", text)])))
+    base = {"answer_found": True, "answer_date": "2026-03-01", "acceptable_documents": []}
+    (tmp_path / "gold" / "questions.json").write_text(json.dumps([
+        {**base, "id": "q1", "patient": "p1", "category": "medications", "question": "Meds?",
+         "expected_values": {"all": ["metformin"]}, "answer_document": "p1-d"}]))
+    # p2 is only in the extra file; a wrong expectation counts against the extra figures only
+    (tmp_path / "gold" / "questions_extra.json").write_text(json.dumps([
+        {**base, "id": "x1", "patient": "p2", "category": "immunization", "question": "Up to date on tetanus?",
+         "expected_values": {"all": ["tdap"]}, "answer_document": "p2-d"},
+        {**base, "id": "x2", "patient": "p2", "category": "immunization", "question": "Tdap?",
+         "expected_values": {"all": ["zoster"]}, "answer_document": "p2-d"}]))
+    (tmp_path / "gold" / "summaries.json").write_text(json.dumps([]))
+    out = evaluate_chart_tasks(OfflineBackend(), HashingEmbedder(64, model_id="t"), tmp_path)["questions"]
+    assert (out["questions"], out["correct"]) == (1, 1)
+    assert (out["extra"]["questions"], out["extra"]["correct"]) == (2, 1)
+    assert out["extra"]["per_category"]["immunization"]["n"] == 2
