@@ -293,3 +293,13 @@ def test_lay_words_and_qualifiers_reach_the_chart_term():
                            ("Is her BMI in the overweight range?", "29.4"), ("Any prior colonoscopy?", "polyps")):
         draft, cited = ask(c, question)
         assert cited == {"q-1"} and want in draft.text, question
+
+
+def test_replacement_therapy_is_no_surgery_and_discussed_is_no_term(visits):
+    c = chart([("h-1", "2024-06-01T09:00:00+00:00",
+                "Medications:\nestradiol patch, hormone replacement therapy since 2019\n\n"
+                "Assessment:\nMenopausal symptoms controlled.\n")])
+    draft, cited = ask(c, "Any surgeries?")
+    assert not draft.answer_found and not cited
+    draft, cited = ask(visits, "What was discussed at the last visit?")
+    assert cited == {"n-2026"} and "refill" in draft.text.lower()
