@@ -112,13 +112,30 @@ def section(text: str, name: str) -> str:
 def states(chart: Chart, doc_id: str, q: dict) -> bool:
     """Does the note (or its ``section`` if the question names one) contain the expected values?"""
     text = chart.text[doc_id]
-    if q.get("section"):
+    if q.get("section") and q.get("value_scope") != "note":
         text = section(text, q["section"])
     text = text.lower()
     ev = q["expected_values"]
     if "all" in ev:
         return all(v.lower() in text for v in ev["all"])
     return any(v.lower() in text for v in ev["any"])
+
+
+def cross_check(chart: Chart, doc: dict, q: dict) -> str | None:
+    """The vital sign's Observation of the answer note's encounter has the expected value(s)."""
+    enc = ((doc.get("context") or {}).get("encounter") or [{}])[0].get("reference")
+    for o in chart.resources:
+        if o["resourceType"] != "Observation" or (o.get("encounter") or {}).get("reference") != enc:
+            continue
+        if o["code"]["coding"][0]["code"] != q["loinc"]:
+            continue
+        if "component" in o:
+            got = [c["valueQuantity"]["value"] for c in o["component"]]
+        else:
+            got = [o["valueQuantity"]["value"]]
+        want = [float(v) for v in q["expected_values"]["all"]]
+        return None if all(any(abs(w - g) < 1e-9 for g in got) for w in want) else f"Observation {got} != {want}"
+    return f"no Observation {q['loinc']} in the answer note's encounter"
 
 
 def check() -> int:
@@ -171,6 +188,10 @@ def check() -> int:
             if not marker and states(chart, d["id"], q):
                 errors.append(f"{qid}: newer note {d['date'][:10]} also states the value")
                 break
+        if q.get("loinc"):
+            obs_error = cross_check(chart, doc, q)
+            if obs_error:
+                errors.append(f"{qid}: {obs_error}")
         for other in q.get("acceptable_documents") or []:
             if other not in chart.text or not states(chart, other, q):
                 errors.append(f"{qid}: acceptable document does not state the value")
