@@ -351,6 +351,12 @@ class Topic:
     fallback_drug_names: bool = False
     whole_section: bool = False  # every line of the topic's own section answers (`lines` only elsewhere)
     terms_first: bool = False  # an item asked about ("diagnosed with X?") is sought in every section first
+    patterns: tuple[re.Pattern[str], ...] = ()  # trigger_patterns: wordings a phrase list cannot hold
+
+    def spans(self, q: str) -> list[tuple[int, int]]:
+        """Where the topic's triggers and trigger patterns occur in the (lower-case) question."""
+        found = [m.span() for m in self.triggers.finditer(q)] if self.triggers is not None else []
+        return found + [m.span() for p in self.patterns for m in p.finditer(q)]
 
 
 @functools.cache
@@ -363,7 +369,8 @@ def topics() -> tuple[Topic, ...]:
                        modifiers=_phrase_pattern(t.get("modifiers", [])),
                        terms_anywhere=bool(t.get("terms_anywhere")), not_in=tuple(t.get("not_in", [])),
                        fallback_drug_names=bool(t.get("fallback_drug_names")),
-                       whole_section=bool(t.get("whole_section")), terms_first=bool(t.get("terms_first")))
+                       whole_section=bool(t.get("whole_section")), terms_first=bool(t.get("terms_first")),
+                       patterns=_regexes(t.get("trigger_patterns", [])))
                  for t in vocab("topics.yaml")["topics"])
 
 
@@ -374,9 +381,9 @@ def _empty_lines() -> tuple[re.Pattern[str], ...]:
 
 @functools.cache
 def _filler() -> frozenset[str]:
-    """``topics.yaml`` filler plus spaCy's English stop words (less those ``stop_words_kept`` says
+    """``topics.yaml`` filler and person words ("kid", "gentleman") plus spaCy's English stop words (less those ``stop_words_kept`` says
     carry meaning in a clinical question: "back" pain, "side" effects, "without" aura)."""
-    words = {w.lower() for w in vocab("topics.yaml")["filler"]}
+    words = {w.lower() for w in [*vocab("topics.yaml")["filler"], *vocab("topics.yaml").get("person_words", [])]}
     kept = {w.lower() for w in vocab("topics.yaml").get("stop_words_kept", [])}
     return frozenset(words | {w for w in _spacy_stop_words() if w.isalpha()} - kept)
 
@@ -531,13 +538,22 @@ def _stem(word: str) -> str:
     return word
 
 
+_CODE_JOINT = re.compile(r"(?<=[a-z])-?(?=\d)|(?<=\d)-?(?=[a-z])|-")
+
+
+def _form_alt(form: str) -> str:
+    """A form's regex: phrases and short words as written, longer words with their inflections;
+    a code of letters and digits in any of its spellings ("gad-7", "gad7", "gad 7"; "audit-c")."""
+    if re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", form) and (re.search(r"\d", form) or "-" in form) \
+            and re.search(r"[a-z]", form):
+        return "[- ]?".join(re.escape(p) for p in _CODE_JOINT.split(form) if p)
+    if " " in form or len(form) < 5:
+        return re.escape(form)
+    return re.escape(_stem(form)) + r"[a-z]{0,6}"
+
+
 def _term_regex(forms: Iterable[str]) -> re.Pattern[str]:
-    alts = []
-    for form in sorted(set(forms), key=len, reverse=True):
-        if " " in form or len(form) < 5:
-            alts.append(re.escape(form))
-        else:
-            alts.append(re.escape(_stem(form)) + r"[a-z]{0,6}")
+    alts = [_form_alt(form) for form in sorted(set(forms), key=len, reverse=True)]
     return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alts) + r")(?![a-z0-9])", re.IGNORECASE)
 
 
@@ -546,6 +562,8 @@ class TermGroup:
     word: str  # as asked
     pattern: re.Pattern[str]
     drug: bool  # a drug or a drug class
+    soft: bool = False  # how it was found ("screened"): dropped when nothing answers with it
+    forms: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -555,6 +573,7 @@ class ParsedQuestion:
     earliest: bool
     trend: bool = False  # "BP trend": the newest notes that answer, one sentence each
     also: tuple[Topic, ...] = ()  # more topics of the same sections ("height and weight"), each answered
+    safety: bool = False  # "ok to give her aspirin?": the allergy list answers for the drug
 
     def coverage(self, text: str) -> int:
         return sum(1 for g in self.groups if g.pattern.search(text))
@@ -567,9 +586,50 @@ class ParsedQuestion:
 _Q_WORD = re.compile(r"[a-z0-9][a-z0-9+/-]*[a-z0-9+]|[a-z0-9]")
 
 
+@functools.cache
+def _context_lead() -> tuple[re.Pattern[str], ...]:
+    return _regexes(vocab("topics.yaml").get("context_lead", []))
+
+
+def _without_context(q: str) -> str:
+    """The question without a statement before it ("he's penicillin-allergic - is amoxicillin on his
+    list?" → "is amoxicillin on his list?"), when what follows still asks something and does not
+    point back to the statement ("... - is she on anything for it?" keeps it)."""
+    anaphora = {w.lower() for w in vocab("topics.yaml").get("context_anaphora", [])}
+    for pattern in _context_lead():
+        m = pattern.search(q)
+        if m is None:
+            continue
+        rest = q[m.end():]
+        words = _Q_WORD.findall(rest)
+        if set(words) & anaphora:
+            return q
+        if any(not _is_filler(w) and not w.isdigit() for w in words) or any(t.spans(rest) for t in topics()):
+            return rest
+    return q
+
+
+@functools.cache
+def _also_finds() -> dict[str, frozenset[str]]:
+    return {k.lower(): frozenset(m.lower() for m in v)
+            for k, v in (vocab("synonyms.yaml").get("also_finds") or {}).items()}
+
+
+def _widen(forms: set[str]) -> set[str]:
+    """The forms of a term and, one way, the milder or earlier forms of a condition it names
+    ("diabetes" also finds "prediabetes"; asking about prediabetes does not find diabetes)."""
+    also = _also_finds()
+    return forms | {x for f in forms for x in also.get(f, frozenset())}
+
+
+@functools.cache
+def _soft_terms() -> frozenset[str]:
+    return frozenset(w.lower() for w in vocab("topics.yaml").get("soft_terms", []))
+
+
 def parse_question(question: str) -> ParsedQuestion:
-    q = question.lower().replace("\u2019", "'")
-    spans = {t.name: [m.span() for m in t.triggers.finditer(q)] for t in topics() if t.triggers is not None}
+    q = _without_context(question.lower().replace("\u2019", "'"))
+    spans = {t.name: t.spans(q) for t in topics()}
     matched = [t for t in topics() if spans.get(t.name)]
     # a trigger inside a longer phrase of the vocabulary is that phrase's word ("blood pressure" in
     # "high blood pressure" → hypertension, "shot" in "flu shot")
@@ -584,7 +644,9 @@ def parse_question(question: str) -> ParsedQuestion:
     primary = [t for t in matched if not inside_other(t)] or matched
     rest = q
     condition = _condition_request(q)  # "on anything for reflux?": the drugs that treat it
-    blanks = [sp for t in matched for sp in spans[t.name]] + ([condition[0]] if condition else [])
+    safety_pat = _phrase_pattern(vocab("topics.yaml").get("safety", []))
+    safety = [m.span() for m in safety_pat.finditer(q)] if safety_pat is not None else []
+    blanks = [sp for t in matched for sp in spans[t.name]] + ([condition[0]] if condition else []) + safety
     # every matched trigger leaves the search terms, longest first ("pulse oximetry" before "pulse")
     for start, end in sorted(blanks, key=lambda sp: sp[0] - sp[1]):
         if rest[start:end].strip():
@@ -612,14 +674,14 @@ def parse_question(question: str) -> ParsedQuestion:
     classes, synonyms, drugs = drug_classes(), _synonym_index(), _drug_names()
     groups: list[TermGroup] = []
     if condition is not None:
-        groups.append(TermGroup(condition[1], _term_regex(condition[2]), True))
+        groups.append(TermGroup(condition[1], _term_regex(condition[2]), True, forms=condition[2]))
         topic = next((t for t in topics() if t.name == "medications"), topic)
     # phrases of the vocabulary first, before filler words go ("hepatitis a", "calcium channel blocker")
     phrases = _vocab_phrases()
     for m in list(phrases.finditer(rest)) if phrases is not None else []:
         key = m.group(0)
-        forms = set(classes.get(key, frozenset())) | set(synonyms.get(key, frozenset())) | {key}
-        groups.append(TermGroup(key, _term_regex(forms), key in classes or key in drugs))
+        forms = _widen(set(classes.get(key, frozenset())) | set(synonyms.get(key, frozenset())) | {key})
+        groups.append(TermGroup(key, _term_regex(forms), key in classes or key in drugs, forms=frozenset(forms)))
         rest = rest[:m.start()] + " " * (m.end() - m.start()) + rest[m.end():]
     words = [w for w in _Q_WORD.findall(rest) if not _is_filler(w) and not w.isdigit()]
     i = 0
@@ -639,9 +701,10 @@ def parse_question(question: str) -> ParsedQuestion:
                 forms |= synonyms[singular]
             if width == 2 and not forms:
                 continue
-            forms.add(key)
+            forms = _widen(forms | {key})
             drug = drug or key in drugs or singular in drugs
-            groups.append(TermGroup(key, _term_regex(forms), drug))
+            groups.append(TermGroup(key, _term_regex(forms), drug, soft=key in _soft_terms(),
+                                    forms=frozenset(forms)))
             i += width
             break
     if topic is None and _asks_vaccine(q):
@@ -649,7 +712,8 @@ def parse_question(question: str) -> ParsedQuestion:
     if topic is None and any(g.drug for g in groups):
         topic = next((t for t in topics() if t.name == "medications"), None)
     return ParsedQuestion(topic=topic, groups=tuple(groups), earliest=earliest, trend=trend,
-                          also=also if topic is not None and topic.name != "medications" else ())
+                          also=also if topic is not None and topic.name != "medications" else (),
+                          safety=bool(safety) and any(g.drug for g in groups))
 
 
 # -- answering --------------------------------------------------------------------------------
@@ -802,9 +866,106 @@ def _not_found() -> BackendResult:
 
 def answer(tools: Tools, question: str) -> BackendResult:
     """Answer ``question`` from the permitted notes (one ``read_notes``, at most one ``search``)."""
-    parsed = parse_question(question)
     notes = NoteSet(tools)
+    parsed = parse_question(_typos_fixed(question, notes))
+    searched: list[bool] = []  # the hybrid search runs at most once, whatever the passes
+    result = _answer_parsed(tools, notes, parsed, question, searched)
+    relaxed = _relaxed(parsed)
+    if not result.answer_found and relaxed is not None:
+        again = _answer_parsed(tools, notes, relaxed, question, searched)
+        if again.answer_found:
+            return again
+    return result
+
+
+TYPO_MIN_LENGTH = 6  # shorter words are too often another real word one edit away ("fever", "never")
+
+
+@functools.cache
+def _vocab_words() -> tuple[str, ...]:
+    """Every single word of the vocabulary (topic triggers, synonyms, vaccines, drug classes and
+    agents, conditions, section titles) long enough to be corrected to."""
+    phrases: set[str] = set()
+    for t in vocab("topics.yaml")["topics"]:
+        phrases |= set(t.get("triggers", [])) | set(t.get("modifiers", []))
+    syn = vocab("synonyms.yaml")
+    for group in [*syn["groups"], *syn.get("vaccines", [])]:
+        phrases |= set(group)
+    for name, members in syn["drug_classes"].items():
+        phrases |= {name, *members}
+    for entry in syn.get("condition_drugs", []):
+        phrases |= set(entry["conditions"])
+    for name, members in (syn.get("also_finds") or {}).items():
+        phrases |= {name, *members}
+    phrases |= {a for a, _ in _section_aliases()}
+    words = {w for p in phrases for w in re.findall(r"[a-z]+", p.lower())}
+    return tuple(sorted(w for w in words if len(w) >= TYPO_MIN_LENGTH))
+
+
+def _typos_fixed(question: str, notes: NoteSet) -> str:
+    """The question with its misspelt words corrected ("alergies", "medicaitons", "presure"): a word
+    of at least ``TYPO_MIN_LENGTH`` letters that is no vocabulary or filler word, occurs in no note
+    of the chart, and is one edit (or one swap of neighbours) from a vocabulary word becomes that
+    word. A word the chart has is never changed, nor one far from every vocabulary word."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import OSA
+
+    known = _vocab_words()
+    known_set = frozenset(known)
+    fixed = question
+    for m in reversed(list(re.finditer(r"[A-Za-z]+", question))):
+        word = m.group(0).lower()
+        if len(word) < TYPO_MIN_LENGTH or word in known_set or _is_filler(word):
+            continue
+        hit = process.extractOne(word, known, scorer=OSA.distance, score_cutoff=1)
+        if hit is None or _in_chart(notes, word):
+            continue
+        fixed = fixed[:m.start()] + hit[0] + fixed[m.end():]
+    return fixed
+
+
+def _in_chart(notes: NoteSet, word: str) -> bool:
+    pattern = re.compile(r"(?<![a-z])" + re.escape(word) + r"(?![a-z])", re.IGNORECASE)
+    return any(pattern.search(c.text) for n in notes.notes for c in n.chunks)
+
+
+def _relaxed(parsed: ParsedQuestion) -> ParsedQuestion | None:
+    """The question without its soft terms ("screened", "tested"), when it still has a topic or two
+    other terms; None when there is nothing to drop."""
+    kept = tuple(g for g in parsed.groups if not g.soft)
+    if len(kept) == len(parsed.groups) or (parsed.topic is None and len(kept) < 2):
+        return None
+    return dataclasses.replace(parsed, groups=kept)
+
+
+def _safety(parsed: ParsedQuestion, order: list[Note]) -> BackendResult | None:
+    """"Ok to give her aspirin?": the newest allergy line naming the drug or a class it belongs to,
+    else the newest allergy list; None when no note has one."""
+    allergies = next((t for t in topics() if t.name == "allergies"), None)
+    if allergies is None:
+        return None
+    classes = drug_classes()
+    drugs = []
+    for g in parsed.groups:
+        if not g.drug:
+            continue
+        forms = set(g.forms) | {k for k, members in classes.items() if members & g.forms}
+        drugs.append(TermGroup(g.word, _term_regex(forms), True, forms=frozenset(forms)))
+    asked = dataclasses.replace(parsed, topic=allergies, groups=tuple(drugs), also=(), safety=False)
+    for attempt in (asked, dataclasses.replace(asked, groups=())):
+        result, _has = _answer_topic(attempt, order)
+        if result is not None:
+            return result
+    return None
+
+
+def _answer_parsed(tools: Tools, notes: NoteSet, parsed: ParsedQuestion, question: str,
+                   searched: list[bool]) -> BackendResult:
     order = list(notes.oldest_first() if parsed.earliest else notes.newest_first())
+    if parsed.safety:
+        result = _safety(parsed, order)
+        if result is not None:
+            return result
     topic = parsed.topic
     if topic is not None and parsed.also:
         found = [r for r in (_answer_topic(dataclasses.replace(parsed, topic=t), order)[0]
@@ -818,7 +979,7 @@ def answer(tools: Tools, question: str) -> BackendResult:
             return _not_found()
     if not parsed.groups:
         return _not_found()
-    return _free_text(tools, notes, order, parsed, question)
+    return _free_text(tools, notes, order, parsed, question, searched)
 
 
 def _answer_topic(parsed: ParsedQuestion, order: list[Note]) -> tuple[BackendResult | None, bool]:
@@ -865,7 +1026,7 @@ def _absent_terms(notes: NoteSet, parsed: ParsedQuestion) -> bool:
 
 
 def _free_text(tools: Tools, notes: NoteSet, order: list[Note], parsed: ParsedQuestion,
-               question: str) -> BackendResult:
+               question: str, searched: list[bool]) -> BackendResult:
     if _absent_terms(notes, parsed):
         return _not_found()
     need = parsed.needed()
@@ -877,8 +1038,9 @@ def _free_text(tools: Tools, notes: NoteSet, order: list[Note], parsed: ParsedQu
         if lines:
             best = max(parsed.coverage(ln.text) for ln in lines)
             return _result(note, [ln for ln in lines if parsed.coverage(ln.text) == best], parsed, None)
-    if len(parsed.groups) < 2:
+    if len(parsed.groups) < 2 or searched:
         return _not_found()
+    searched.append(True)
     # paraphrase: the hybrid search ranks lines that hold at least half of the asked terms
     half = math.ceil(len(parsed.groups) / 2)
     by_chunk = {c.id: c for n in notes.notes for c in n.chunks}
