@@ -541,11 +541,16 @@ def _stem(word: str) -> str:
 _CODE_JOINT = re.compile(r"(?<=[a-z])-?(?=\d)|(?<=\d)-?(?=[a-z])|-")
 
 
+def _is_code(form: str) -> bool:
+    """A code of letters with digits or hyphens ("gad-7", "a1c", "audit-c")."""
+    return bool(re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", form) and (re.search(r"\d", form) or "-" in form)
+                and re.search(r"[a-z]", form))
+
+
 def _form_alt(form: str) -> str:
     """A form's regex: phrases and short words as written, longer words with their inflections;
     a code of letters and digits in any of its spellings ("gad-7", "gad7", "gad 7"; "audit-c")."""
-    if re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", form) and (re.search(r"\d", form) or "-" in form) \
-            and re.search(r"[a-z]", form):
+    if _is_code(form):
         return "[- ]?".join(re.escape(p) for p in _CODE_JOINT.split(form) if p)
     if " " in form or len(form) < 5:
         return re.escape(form)
@@ -625,6 +630,31 @@ def _widen(forms: set[str]) -> set[str]:
 @functools.cache
 def _soft_terms() -> frozenset[str]:
     return frozenset(w.lower() for w in vocab("topics.yaml").get("soft_terms", []))
+
+
+_APPOSITION = re.compile(r"\(([^()]{1,40})\)")
+
+
+def _merge_apposition(q: str, groups: list[TermGroup]) -> list[TermGroup]:
+    """"screened for depression (PHQ-9)": the words in brackets name the term just before them
+    (only filler between), so either one answers: the two groups become one."""
+    for m in _APPOSITION.finditer(q):
+        inside = [g for g in groups if re.search(r"(?<![a-z0-9])" + re.escape(g.word) + r"(?![a-z0-9])", m.group(1))]
+        before = []
+        for g in groups:
+            if g in inside:
+                continue
+            at = q.rfind(g.word, 0, m.start())
+            between = _Q_WORD.findall(q[at + len(g.word):m.start()]) if at >= 0 else ["x"]
+            if at >= 0 and all(_is_filler(w) for w in between):
+                before.append(g)
+        if len(inside) != 1 or len(before) != 1:
+            continue
+        a, b = before[0], inside[0]
+        forms = a.forms | b.forms
+        merged = TermGroup(a.word, _term_regex(forms), a.drug or b.drug, soft=a.soft and b.soft, forms=forms)
+        groups = [merged if g is a else g for g in groups if g is not b]
+    return groups
 
 
 def parse_question(question: str) -> ParsedQuestion:
@@ -711,6 +741,7 @@ def parse_question(question: str) -> ParsedQuestion:
         topic = next((t for t in topics() if t.name == "immunizations"), None)
     if topic is None and any(g.drug for g in groups):
         topic = next((t for t in topics() if t.name == "medications"), None)
+    groups = _merge_apposition(q, groups)
     return ParsedQuestion(topic=topic, groups=tuple(groups), earliest=earliest, trend=trend,
                           also=also if topic is not None and topic.name != "medications" else (),
                           safety=bool(safety) and any(g.drug for g in groups))
@@ -918,8 +949,8 @@ def _typos_fixed(question: str, notes: NoteSet) -> str:
         if len(word) < TYPO_MIN_LENGTH or word in known_set or _is_filler(word):
             continue
         hit = process.extractOne(word, known, scorer=OSA.distance, score_cutoff=1)
-        if hit is None or _in_chart(notes, word):
-            continue
+        if hit is None or hit[0].startswith(word) or word.startswith(hit[0]) or _in_chart(notes, word):
+            continue  # an inflection ("prescribe" / "prescribed") is no typo
         fixed = fixed[:m.start()] + hit[0] + fixed[m.end():]
     return fixed
 
@@ -930,10 +961,13 @@ def _in_chart(notes: NoteSet, word: str) -> bool:
 
 
 def _relaxed(parsed: ParsedQuestion) -> ParsedQuestion | None:
-    """The question without its soft terms ("screened", "tested"), when it still has a topic or two
-    other terms; None when there is nothing to drop."""
+    """The question without its soft terms ("screened", "tested"), when it still has a topic, two
+    other terms or a code ("PHQ-9"); None when there is nothing to drop ("was her foot examined?"
+    is not every line naming a foot)."""
     kept = tuple(g for g in parsed.groups if not g.soft)
-    if len(kept) == len(parsed.groups) or (parsed.topic is None and len(kept) < 2):
+    if len(kept) == len(parsed.groups) or not kept and parsed.topic is None:
+        return None
+    if parsed.topic is None and len(kept) < 2 and not any(_is_code(f) for g in kept for f in g.forms):
         return None
     return dataclasses.replace(parsed, groups=kept)
 
