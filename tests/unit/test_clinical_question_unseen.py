@@ -221,3 +221,22 @@ def test_gum_disease_is_not_the_anatomy():
 def test_a_contraceptive_brand_answers_birth_control(kid):
     draft, cited = ask(kid, "Is she on birth control?")
     assert cited == {"c-2025"} and "sprintec" in draft.text.lower() and "cetirizine" not in draft.text.lower()
+
+
+@pytest.mark.parametrize("question", ["Is she on the pill?", "Any OCPs?", "On an oral contraceptive?"])
+def test_other_names_of_the_contraceptive_class(kid, question):
+    draft, cited = ask(kid, question)
+    assert cited == {"c-2025"} and "sprintec" in draft.text.lower() and "cetirizine" not in draft.text.lower()
+
+
+def test_last_in_clinic_is_the_visit_and_a_throat_swab_is_the_strep_test(kid):
+    assert parse_question("When was she last in clinic?").topic.name == "last_visit"
+    draft, cited = ask(kid, "Did she have a throat swab?")
+    assert cited == {"c-2024"} and "rapid strep antigen" in draft.text.lower()
+
+
+def test_a_typo_near_an_inflection_is_corrected_but_question_words_are_kept(kid):
+    draft, cited = ask(kid, "Any allergys?")
+    assert cited == {"c-2025"} and "nsaids" in draft.text.lower()
+    notes = NoteSet(CountingTools([CLINIC, FOLLOW, PHONE]))
+    assert _typos_fixed("Safe to prescribe codeine?", notes) == "Safe to prescribe codeine?"  # a safety cue

@@ -933,6 +933,16 @@ def _vocab_words() -> tuple[str, ...]:
     return tuple(sorted(w for w in words if len(w) >= TYPO_MIN_LENGTH))
 
 
+@functools.cache
+def _question_words() -> frozenset[str]:
+    """Words of the question-side vocabulary (safety cues, recency, person words ...): never typos."""
+    t = vocab("topics.yaml")
+    phrases = [*t.get("safety", []), *t.get("recency", []), *t.get("earliest", []), *t.get("trend", []),
+               *t.get("person_words", []), *t.get("soft_terms", []), *t.get("context_anaphora", []),
+               *vocab("synonyms.yaml").get("vaccine_cues", [])]
+    return frozenset(w for p in phrases for w in re.findall(r"[a-z]+", p.lower()))
+
+
 def _typos_fixed(question: str, notes: NoteSet) -> str:
     """The question with its misspelt words corrected ("alergies", "medicaitons", "presure"): a word
     of at least ``TYPO_MIN_LENGTH`` letters that is no vocabulary or filler word, occurs in no note
@@ -949,8 +959,8 @@ def _typos_fixed(question: str, notes: NoteSet) -> str:
         if len(word) < TYPO_MIN_LENGTH or word in known_set or _is_filler(word):
             continue
         hit = process.extractOne(word, known, scorer=OSA.distance, score_cutoff=1)
-        if hit is None or hit[0].startswith(word) or word.startswith(hit[0]) or _in_chart(notes, word):
-            continue  # an inflection ("prescribe" / "prescribed") is no typo
+        if hit is None or word in _question_words() or _in_chart(notes, word):
+            continue
         fixed = fixed[:m.start()] + hit[0] + fixed[m.end():]
     return fixed
 
