@@ -223,7 +223,8 @@ def test_a_contraceptive_brand_answers_birth_control(kid):
     assert cited == {"c-2025"} and "sprintec" in draft.text.lower() and "cetirizine" not in draft.text.lower()
 
 
-@pytest.mark.parametrize("question", ["Is she on the pill?", "Any OCPs?", "On an oral contraceptive?"])
+@pytest.mark.parametrize("question", ["Is she on the pill?", "Any OCPs?", "On an oral contraceptive?",
+                                      "What contraception is she using?"])
 def test_other_names_of_the_contraceptive_class(kid, question):
     draft, cited = ask(kid, question)
     assert cited == {"c-2025"} and "sprintec" in draft.text.lower() and "cetirizine" not in draft.text.lower()
