@@ -241,3 +241,11 @@ def test_a_typo_near_an_inflection_is_corrected_but_question_words_are_kept(kid)
     assert cited == {"c-2025"} and "nsaids" in draft.text.lower()
     notes = NoteSet(CountingTools([CLINIC, FOLLOW, PHONE]))
     assert _typos_fixed("Safe to prescribe codeine?", notes) == "Safe to prescribe codeine?"  # a safety cue
+
+
+def test_a_correction_must_name_a_topic_or_a_word_of_the_chart():
+    notes = NoteSet(CountingTools([CLINIC, FOLLOW, PHONE]))
+    # "migrane" is one edit from "migraine", which is neither a one-word trigger nor in these notes
+    assert _typos_fixed("Any migrane?", notes) == "Any migrane?"
+    assert _typos_fixed("Any alergies?", notes) == "Any allergies?"  # a topic's trigger
+    assert _typos_fixed("Any otitsi media?", notes) == "Any otitis media?"  # a swap, to a word the chart has

@@ -934,6 +934,11 @@ def _vocab_words() -> tuple[str, ...]:
 
 
 @functools.cache
+def _trigger_words() -> frozenset[str]:
+    return frozenset(w.lower() for t in vocab("topics.yaml")["topics"] for w in t.get("triggers", []) if " " not in w)
+
+
+@functools.cache
 def _question_words() -> frozenset[str]:
     """Words of the question-side vocabulary (safety cues, recency, person words ...): never typos."""
     t = vocab("topics.yaml")
@@ -946,8 +951,9 @@ def _question_words() -> frozenset[str]:
 def _typos_fixed(question: str, notes: NoteSet) -> str:
     """The question with its misspelt words corrected ("alergies", "medicaitons", "presure"): a word
     of at least ``TYPO_MIN_LENGTH`` letters that is no vocabulary or filler word, occurs in no note
-    of the chart, and is one edit (or one swap of neighbours) from a vocabulary word becomes that
-    word. A word the chart has is never changed, nor one far from every vocabulary word."""
+    of the chart, and is one edit (or one swap of neighbours) from a vocabulary word that is a
+    topic's one-word trigger or occurs in the chart becomes that word. A word the chart has is
+    never changed, nor one far from every vocabulary word."""
     from rapidfuzz import process
     from rapidfuzz.distance import OSA
 
@@ -961,6 +967,8 @@ def _typos_fixed(question: str, notes: NoteSet) -> str:
         hit = process.extractOne(word, known, scorer=OSA.distance, score_cutoff=1)
         if hit is None or word in _question_words() or _in_chart(notes, word):
             continue
+        if hit[0] not in _trigger_words() and not _in_chart(notes, hit[0]):
+            continue  # a correction must name a topic or a word the chart has ("season" is no "reason")
         fixed = fixed[:m.start()] + hit[0] + fixed[m.end():]
     return fixed
 
