@@ -100,6 +100,11 @@ def test_a_statement_with_nothing_asked_after_it_is_the_question():
     assert parse_question("He's had a colonoscopy - when?").groups  # nothing left to ask: keep all
 
 
+def test_a_statement_with_a_tag_is_the_question():
+    parsed = parse_question("She is on cetirizine, right?")
+    assert [g.word for g in parsed.groups] == ["cetirizine"] and parsed.topic.name == "medications"
+
+
 # -- safety of a drug is the allergy list (topics.yaml safety) ----------------------------------
 
 def test_ok_to_give_a_drug_of_an_allergic_class_cites_the_allergy(kid):

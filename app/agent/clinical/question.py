@@ -607,8 +607,11 @@ def _without_context(q: str) -> str:
             continue
         rest = q[m.end():]
         words = _Q_WORD.findall(rest)
+        tags = {w.lower() for w in vocab("topics.yaml").get("context_tags", [])}
+        if words and set(words) <= tags:
+            return q[:m.end()]  # "He is on lisinopril, right?": the statement is the question
         if set(words) & anaphora:
-            return q
+            return q  # "... - is she on anything for it?"
         if any(not _is_filler(w) and not w.isdigit() for w in words) or any(t.spans(rest) for t in topics()):
             return rest
     return q
