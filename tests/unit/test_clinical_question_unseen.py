@@ -254,3 +254,10 @@ def test_a_correction_must_name_a_topic_or_a_word_of_the_chart():
     assert _typos_fixed("Any migrane?", notes) == "Any migrane?"
     assert _typos_fixed("Any alergies?", notes) == "Any allergies?"  # a topic's trigger
     assert _typos_fixed("Any otitsi media?", notes) == "Any otitis media?"  # a swap, to a word the chart has
+
+
+def test_a_drug_screen_is_a_test_not_the_medication_list_nor_another_screening(kid):
+    parsed = parse_question("Has he had a drug screen?")
+    assert [g.word for g in parsed.groups] == ["drug screen"]
+    draft, cited = ask(kid, "Has he had a drug screen?")  # no note has one; "PHQ9 administered" is no answer
+    assert not draft.answer_found and not cited
