@@ -114,10 +114,12 @@ class OnnxSession:
     Thread-safe: ``InferenceSession.run`` is, and the two tokenizers are configured once
     (one counts without truncation, the other pads and truncates) and never changed.
 
-    Parallel across batches, not inside them: the session runs each batch on one thread
-    (``_open``), and ``encode`` runs up to ``workers`` batches at once. On 2 shared cores
-    this used 10 to 20% fewer CPU seconds than two intra-op threads, whose per-operator
-    hand-offs cost more than these small matrices gain (``_open``).
+    The app opens it with ``num_threads`` intra-op threads and ``workers=1``: batches run one
+    after another, each on every core. ``workers > 1`` runs batches in parallel instead, on a
+    session opened with one thread (``_open(model, 1)``): on 2 shared cores that used 10 to 20%
+    fewer CPU seconds for bulk embedding, but a query is one batch, and on one thread its
+    embedding took 8.3 instead of 6.0 ms (query p95 11.4 ms against the 10 ms target, idle
+    ``make bench``), so the app keeps the intra-op threads.
     """
 
     def __init__(self, session: Any, tokenizer_json: str, dim: int, max_tokens: int,
@@ -189,18 +191,16 @@ class OnnxSession:
         return out
 
 
-def _open(model: bytes | str) -> Any:
-    """A session that runs each batch on the calling thread (``OnnxSession`` runs batches
-    in parallel instead)."""
+def _open(model: bytes | str, num_threads: int = 1) -> Any:
+    """A session running each batch on ``num_threads`` intra-op threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = max(1, int(num_threads))
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # No intra-op pool: with one, idle threads had to sleep between operators (spinning ones
-    # steal the cores that other sessions and processes need), and each hand-off cost more
-    # than splitting these small matrices gained. Kept off in case a pool is configured.
+    # Idle worker threads sleep instead of spinning: on a shared machine (or several sessions
+    # encoding at once) spinning threads steal the cores the running ones need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
@@ -247,12 +247,12 @@ def build_session(model: Any, layout: ModelLayout, num_threads: int) -> OnnxSess
         event(log, "embeddings.onnx_unavailable", code="onnxruntime_missing")
         return None
     try:
-        session = _open(_export_bytes(model))
+        session = _open(_export_bytes(model), num_threads)
     except Exception as exc:  # noqa: BLE001 - any export failure: stay on torch, say so
         event(log, "embeddings.onnx_unavailable", code="export_failed", error_code=type(exc).__name__)
         return None
     tokenizer_json = (layout.directory / TOKENIZER_FILE).read_text(encoding="utf-8")
-    return OnnxSession(session, tokenizer_json, layout.dim, layout.max_tokens, workers=num_threads)
+    return OnnxSession(session, tokenizer_json, layout.dim, layout.max_tokens, workers=1)
 
 
 def cache_entry(cache_dir: Path, weights_sha256: str) -> Path:
@@ -343,9 +343,9 @@ def load_cached(cache_dir: Path, layout: ModelLayout, weights_sha256: str, num_t
         miss("malformed")
         return None
     try:
-        session = OnnxSession(_open(model_bytes),
+        session = OnnxSession(_open(model_bytes, num_threads),
                               (layout.directory / TOKENIZER_FILE).read_text(encoding="utf-8"),
-                              layout.dim, layout.max_tokens, workers=num_threads)
+                              layout.dim, layout.max_tokens, workers=1)
     except ImportError:
         miss("onnxruntime_missing")
         return None
