@@ -78,29 +78,36 @@ def review(run_id: str):  # type: ignore[no-untyped-def]
     return redirect(url_for("drafts.show", run_id=run_id))
 
 
-def _review_held_form(state, run_id: str, draft, action: str | None):  # type: ignore[no-untyped-def]
-    """The page's review of a held draft: the same service calls as the JSON API's held branch."""
-    svc = _service(state)
-    result = state.results.get(run_id) or {}
-    record: dict = {"action": action}
+def _decide_held(state, svc, run_id: str, draft, result: dict, record: dict, action: str | None, *,  # type: ignore[no-untyped-def]
+                 ack: bool, reason: str) -> None:
+    """Approve or reject a held draft (the page and the JSON API alike): the service call, then
+    the write result the page shows."""
     if action == "approve":
-        out = svc.approve_held(run_id, unsupported=draft.unsupported,
-                               acknowledged_unsupported=request.form.get("ack_unsupported") == "yes")
+        out = svc.approve_held(run_id, unsupported=draft.unsupported, acknowledged_unsupported=ack)
         record.update(document_reference=out.document_reference, provenance=out.provenance)
         written = services().outbox.get(run_id)["written"]
         state.results[run_id] = dict(result, state="written", written=written, review=record)
-    elif action == "edit":
-        text = check_edit(request.form.get("text", ""))
-        record["edit_distance"] = svc.edit_held(run_id, text)
-        record["diff"] = line_diff(result.get("text") or draft.text, text)
-        state.results[run_id] = dict(result, text=text)
     elif action == "reject":
-        reason = request.form.get("reason", "")
         svc.reject_held(run_id, reason)
         record["reason"] = reason
         state.results[run_id] = dict(result, state="rejected", review=record)
     else:
         raise AppError("Unknown review action.", code="bad_action", http_status=400)
+
+
+def _review_held_form(state, run_id: str, draft, action: str | None):  # type: ignore[no-untyped-def]
+    """The page's review of a held draft: the same service calls as the JSON API's held branch."""
+    svc = _service(state)
+    result = state.results.get(run_id) or {}
+    record: dict = {"action": action}
+    if action == "edit":
+        text = check_edit(request.form.get("text", ""))
+        record["edit_distance"] = svc.edit_held(run_id, text)
+        record["diff"] = line_diff(result.get("text") or draft.text, text)
+        state.results[run_id] = dict(result, text=text)
+    else:
+        _decide_held(state, svc, run_id, draft, result, record, action,
+                     ack=request.form.get("ack_unsupported") == "yes", reason=request.form.get("reason", ""))
     state.reviews.setdefault(run_id, []).append(record)
     return redirect(url_for("drafts.show", run_id=run_id))
 
@@ -143,19 +150,10 @@ def api_review(run_id: str):  # type: ignore[no-untyped-def]
     ack = body.ack_unsupported
     record: dict = {"action": action}
     if result.get("state") == "held_until_approval":
-        if action == "approve":
-            out = svc.approve_held(run_id, unsupported=draft.unsupported, acknowledged_unsupported=ack)
-            record.update(document_reference=out.document_reference, provenance=out.provenance)
-            written = services().outbox.get(run_id)["written"]
-            state.results[run_id] = dict(result, state="written", written=written, review=record)
-        elif action == "edit":
+        if action == "edit":
             record["edit_distance"] = svc.edit_held(run_id, text)
-        elif action == "reject":
-            svc.reject_held(run_id, reason)
-            record["reason"] = reason
-            state.results[run_id] = dict(result, state="rejected", review=record)
         else:
-            raise AppError("Unknown review action.", code="bad_action", http_status=400)
+            _decide_held(state, svc, run_id, draft, result, record, action, ack=ack, reason=reason)
         state.reviews.setdefault(run_id, []).append(record)
         return jsonify(record)
     doc_id, version = _written(state, run_id)
