@@ -56,7 +56,7 @@ from app.writeback.builders import (
     create_verification_provenance,
 )
 from app.writeback.outbox import Outbox
-from app.writeback.submit import search_before_create, edit_held, release_held, submit, write_tag
+from app.writeback.submit import edit_held, release_held, search_before_create, submit, write_tag
 
 REJECT_REASONS = ("inaccurate", "unsupported_claims", "not_clinically_useful", "wrong_patient", "other")
 MAX_EDIT_CHARS = 50_000  # a long note is ~20k characters; distance cost is bounded by cap x cap
@@ -209,6 +209,17 @@ class ReviewService:
         self._audit("C", "create", "0", [ref], patient)
         return ref
 
+    def _review_provenance(self, action: str, doc_id: str, version: str | None, target: str,
+                           patient: str | None, reason: str | None = None) -> str:
+        """The verifier (approve) or rejection Provenance of one document version, created once."""
+        if action == "approve":
+            model = create_verification_provenance(target_reference=target, recorded=self._now(),
+                                                   verifier_reference=self.reviewer)
+        else:
+            model = create_rejection_provenance(target_reference=target, recorded=self._now(),
+                                                reviewer_reference=self.reviewer, reason_code=reason or "other")
+        return self._create_provenance(model, patient, key=f"{doc_id}.{version}.{action}")
+
     def _audit(self, action: str, subtype: str, outcome: str, refs: list[str],
                patient: str | None) -> None:
         if getattr(self.client, "trail", None) is not None:
@@ -282,9 +293,7 @@ class ReviewService:
         target = f"DocumentReference/{doc_id}" + (f"/_history/{version}" if version else "")
         patient = ((doc.get("subject") or {}).get("reference") or "").split("/")[-1] or None
         self._record(doc_id, "approve", version=version, patient_id=patient)
-        prov = self._create_provenance(create_verification_provenance(
-            target_reference=target, recorded=self._now(), verifier_reference=self.reviewer), patient,
-            key=f"{doc_id}.{version}.approve")
+        prov = self._review_provenance("approve", doc_id, version, target, patient)
         return ReviewResult(document_reference=target, provenance=prov)
 
     def edit(self, doc_id: str, seen_version: str, new_text: str) -> ReviewResult:
@@ -319,9 +328,7 @@ class ReviewService:
         patient = ((doc.get("subject") or {}).get("reference") or "").split("/")[-1] or None
         self._record(doc_id, "reject", version=version, reason=reason, patient_id=patient)
         target = f"DocumentReference/{doc_id}/_history/{version}"
-        prov = self._create_provenance(create_rejection_provenance(
-            target_reference=target, recorded=self._now(), reviewer_reference=self.reviewer,
-            reason_code=reason), patient, key=f"{doc_id}.{version}.reject")
+        prov = self._review_provenance("reject", doc_id, version, target, patient, reason)
         return ReviewResult(document_reference=target, provenance=prov)
 
     def _read_or_complete(self, doc_id: str, action: str, seen_version: str,
@@ -359,14 +366,7 @@ class ReviewService:
         if any(t.get("reference") == target for prov in found for t in prov.get("target") or []):
             return None  # complete already
         patient = ((doc.get("subject") or {}).get("reference") or "").split("/")[-1] or None
-        if action == "approve":
-            model = create_verification_provenance(target_reference=target, recorded=self._now(),
-                                                   verifier_reference=self.reviewer)
-        else:
-            model = create_rejection_provenance(target_reference=target, recorded=self._now(),
-                                                reviewer_reference=self.reviewer,
-                                                reason_code=last.reason or "other")
-        prov_ref = self._create_provenance(model, patient, key=f"{doc_id}.{last.version}.{action}")
+        prov_ref = self._review_provenance(action, doc_id, last.version, target, patient, last.reason)
         return ReviewResult(document_reference=target, provenance=prov_ref)
 
     # -- drafts held in the app until approval (Oracle Health) ------------------------------
