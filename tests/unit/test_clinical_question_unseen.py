@@ -30,7 +30,8 @@ FOLLOW = ("c-2025", "2025-08-19T14:00:00+00:00",
           "Current medications:\ncetirizine 5 mg nightly; Sprintec 1 tab daily\n\n"
           "Vital Signs:\nWeight 33.0 kg\nPulse 88\n\n"
           "Assessment:\nEar exam normal, effusion resolved. Well visit otherwise.\n\n"
-          "Plan:\nPHQ9 administered: score 3. GAD 7 score 2.\nDental prophylaxis done by hygienist last week; gingivitis noted on the lower incisors.\n")
+          "Plan:\nPHQ9 administered: score 3. GAD 7 score 2.\n"
+          "Dental prophylaxis done by hygienist last week; gingivitis noted on the lower incisors.\n")
 PHONE = ("c-2026", "2026-01-05T10:30:00+00:00",
          "Telephone note: mother called, child doing well. Lives near the fire station.\n\n"
          "Vital Signs:\nnot obtained, telephone encounter\n")

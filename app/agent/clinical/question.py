@@ -381,8 +381,9 @@ def _empty_lines() -> tuple[re.Pattern[str], ...]:
 
 @functools.cache
 def _filler() -> frozenset[str]:
-    """``topics.yaml`` filler and person words ("kid", "gentleman") plus spaCy's English stop words (less those ``stop_words_kept`` says
-    carry meaning in a clinical question: "back" pain, "side" effects, "without" aura)."""
+    """``topics.yaml`` filler and person words ("kid", "gentleman") plus spaCy's English stop words
+    (less those ``stop_words_kept`` says carry meaning in a clinical question: "back" pain, "side"
+    effects, "without" aura)."""
     words = {w.lower() for w in [*vocab("topics.yaml")["filler"], *vocab("topics.yaml").get("person_words", [])]}
     kept = {w.lower() for w in vocab("topics.yaml").get("stop_words_kept", [])}
     return frozenset(words | {w for w in _spacy_stop_words() if w.isalpha()} - kept)
