@@ -13,7 +13,7 @@ from app.agent.clinical.question import answer, parse_question, section_category
 from app.agent.guard import Limits
 from app.agent.runtime import run_task
 from app.agent.tasks import TASKS
-from tests.unit.test_clinical_question_fixtures import CountingTools, chart
+from tests.unit.test_clinical_question_fixtures import CountingTools, ask, chart
 
 OLD = ("v-2019", "2019-03-04T09:00:00+00:00",
        "Chief Complaint: knee pain after a fall\n\nAllergies: codeine (nausea)\n\n"
@@ -37,12 +37,6 @@ NEW = ("v-2026", "2026-10-02T10:15:00+00:00",
 @pytest.fixture(scope="module")
 def three_visits():
     return chart([OLD, MID, NEW])
-
-
-def ask(c, question):
-    draft = run_task(c, TASKS["question"], OfflineBackend(), question=question)
-    assert draft.status == "completed"
-    return draft, {doc for doc, _ in draft.cited_documents()}
 
 
 def test_allergies_come_from_the_newest_allergies_section_not_from_a_history_mention(three_visits):

@@ -24,6 +24,18 @@ def condition(display: str, status: str = "active") -> dict:
             "clinicalStatus": {"coding": [{"code": status}]}}
 
 
+def ask(c: PatientChart, question: str):  # type: ignore[no-untyped-def]
+    """Answer ``question`` with the offline backend; (draft, cited document ids). The offline
+    backend always completes (never loop_detected / limit_exceeded)."""
+    from app.agent.backends.offline import OfflineBackend
+    from app.agent.runtime import run_task
+    from app.agent.tasks import TASKS
+
+    draft = run_task(c, TASKS["question"], OfflineBackend(), question=question)
+    assert draft.status == "completed"
+    return draft, {doc for doc, _ in draft.cited_documents()}
+
+
 def chart(notes: list[tuple[str, str, str]], conditions: list[dict] | None = None) -> PatientChart:
     """``notes``: (document id, ISO date, text)."""
     embedder = HashingEmbedder(128, model_id="test-hashing-128")

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.agent.backends.offline import OfflineBackend
 from app.agent.clinical.question import NoteSet, _typos_fixed, parse_question
-from app.agent.runtime import run_task
-from app.agent.tasks import TASKS
-from tests.unit.test_clinical_question_fixtures import CountingTools, chart
+from tests.unit.test_clinical_question_fixtures import CountingTools, ask, chart
 
 CLINIC = ("c-2024", "2024-03-02T09:15:00+00:00",
           "Reason for visit: sore ear and fever for two days\n\n"
@@ -40,12 +37,6 @@ PHONE = ("c-2026", "2026-01-05T10:30:00+00:00",
 @pytest.fixture(scope="module")
 def kid():
     return chart([CLINIC, FOLLOW, PHONE])
-
-
-def ask(c, question):
-    draft = run_task(c, TASKS["question"], OfflineBackend(), question=question)
-    assert draft.status == "completed"  # never loop_detected / limit_exceeded
-    return draft, {doc for doc, _ in draft.cited_documents()}
 
 
 # -- words for the person asked about are no search terms (topics.yaml person_words) ----------

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.agent.backends.offline import OfflineBackend
 from app.agent.clinical.question import parse_question
-from app.agent.runtime import run_task
-from app.agent.tasks import TASKS
-from tests.unit.test_clinical_question_fixtures import chart
+from tests.unit.test_clinical_question_fixtures import ask, chart
 
 ANNUAL = ("n-2023", "2023-05-10T08:40:00+00:00",
           "Subjective: here for her yearly physical. Works as a bus driver and lives with her wife.\n"
@@ -41,12 +38,6 @@ PHONE = ("n-2026", "2026-06-20T11:00:00+00:00",
 @pytest.fixture(scope="module")
 def visits():
     return chart([ANNUAL, COUGH, PHONE])
-
-
-def ask(c, question):
-    draft = run_task(c, TASKS["question"], OfflineBackend(), question=question)
-    assert draft.status == "completed"  # never loop_detected / limit_exceeded
-    return draft, {doc for doc, _ in draft.cited_documents()}
 
 
 # -- a condition names the drugs that treat it (synonyms.yaml condition_drugs) -----------------
